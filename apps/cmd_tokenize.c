@@ -1,0 +1,5 @@
+// Placeholder until this command lands.
+#include "commands.h"
+#include <stdio.h>
+int cmd_tokenize(int argc, char **argv) { fprintf(stderr, "dsv3: %s: not built yet\n", argv[0]); return 1; }
+int cmd_detokenize(int argc, char **argv) { fprintf(stderr, "dsv3: %s: not built yet\n", argv[0]); return 1; }

@@ -1,0 +1,29 @@
+// dsv3: one command-line tool with subcommands.
+#include "commands.h"
+#include <stdio.h>
+#include <string.h>
+
+static const struct { const char *name; int (*fn)(int, char **); const char *help; } k_cmds[] = {
+    {"info", cmd_info, "parameter counts, KV-cache bytes and FLOPs of a model config"},
+    {"logits", cmd_logits, "run the forward pass on a sequence of ids and write logits (.npy)"},
+    {"tokenize", cmd_tokenize, "text on stdin -> token ids (HF tokenizer.json)"},
+    {"detokenize", cmd_detokenize, "token ids on stdin -> text"},
+    {"tokenizer", cmd_tokenizer, "tokenizer tools: train a byte-level BPE"},
+    {"data", cmd_data, "data pipeline: prepare packed training shards"},
+    {"fp8", cmd_fp8, "FP8 numerics: cast values, run the accumulation-precision study"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: dsv3 <command> [options]   (dsv3 <command> --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++) fprintf(f, "  %-11s %s\n", k_cmds[i].name, k_cmds[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(stderr); return 2; }
+    if (cli_is_help(argv[1]) || strcmp(argv[1], "help") == 0) { usage(stdout); return 0; }
+    for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
+        if (strcmp(argv[1], k_cmds[i].name) == 0) return k_cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "dsv3: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

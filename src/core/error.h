@@ -1,0 +1,28 @@
+// Errors for people (DESIGN principle 6).
+//
+// Library code that can fail on user input (files, configs, requests) never exits: it records one
+// message naming the file / field / tensor, what was expected and what was found, and returns -1
+// (or NULL). The CLI prints that message and exits with DSV3_EXIT_BADINPUT. Internal invariants use
+// DSV3_ASSERT, which prints file:line and aborts: those are bugs, not bad input.
+#pragma once
+#include <stddef.h>
+
+#define DSV3_EXIT_BADINPUT 2
+
+// Record an error message (printf-style) and return -1. Thread-local; the last one wins.
+int dsv3_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// Prefix the current message with more context: "ctx: <old message>". Returns -1.
+int dsv3_error_context(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+// The last recorded message ("" if none).
+const char *dsv3_error(void);
+void dsv3_error_clear(void);
+
+// Fatal internal error: prints "dsv3: internal error at file:line: msg" and aborts.
+void dsv3_panic(const char *file, int line, const char *fmt, ...) __attribute__((noreturn, format(printf, 3, 4)));
+#define DSV3_ASSERT(c) do { if (!(c)) dsv3_panic(__FILE__, __LINE__, "assertion failed: %s", #c); } while (0)
+
+// Allocation that cannot fail silently: out of memory is reported with the size and aborts.
+void *dsv3_malloc(size_t n);
+void *dsv3_calloc(size_t n, size_t size);
+void *dsv3_realloc(void *p, size_t n);
+char *dsv3_strdup(const char *s);
