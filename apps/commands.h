@@ -1,7 +1,7 @@
 // Subcommands of ./dsv3. Each returns the process exit code (0 ok, 1 failure, 2 bad input/usage).
 #pragma once
 int cmd_info(int argc, char **argv);        // apps/cmd_info.c
-int cmd_logits(int argc, char **argv);      // apps/cmd_info.c
+int cmd_logits(int argc, char **argv);      // apps/cmd_logits.c
 int cmd_tokenize(int argc, char **argv);    // apps/cmd_tokenize.c
 int cmd_detokenize(int argc, char **argv);  // apps/cmd_tokenize.c
 int cmd_tokenizer(int argc, char **argv);   // apps/cmd_tokenizer_train.c (tokenizer train)
