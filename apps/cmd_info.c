@@ -1,4 +1,156 @@
-// Placeholder until this command lands.
+// dsv3 info: parameter counts, KV-cache bytes and FLOPs of a model config (src/model/counts.c).
 #include "commands.h"
+#include "core/error.h"
+#include "core/fileio.h"
+#include "model/config.h"
 #include <stdio.h>
-int cmd_info(int argc, char **argv) { fprintf(stderr, "dsv3: %s: not built yet\n", argv[0]); return 1; }
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: dsv3 info --config PATH [--json] [--ctx N]\n"
+            "\n"
+            "Reads a Hugging Face config.json (deepseek_v3 or deepseek_v2; PATH may also be a model directory)\n"
+            "and prints parameter counts, KV-cache bytes and forward FLOPs per token.\n"
+            "\n"
+            "  --config PATH  config.json, or a directory holding one\n"
+            "  --json         one JSON object on stdout instead of the table\n"
+            "  --ctx N        also report forward FLOPs of a token attending to N positions (default 4096)\n"
+            "\n"
+            "Counting rules (docs/MODEL.md): total = embedding + layers + final norm + head, MTP excluded;\n"
+            "active = total minus the routed experts a token does not use; MTP params exclude the shared\n"
+            "embedding and head; flops_per_token = 2 x active matmul params (no embedding lookup, no\n"
+            "attention scores); attention adds 2 x layers x heads x (qk_head_dim + v_head_dim) per\n"
+            "attended position (MLA computed without weight absorption).\n");
+}
+
+static void fmt_count(char *buf, size_t n, double v, const char *unit) {
+    if (v >= 1e9) snprintf(buf, n, "%.2f B%s", v / 1e9, unit);
+    else if (v >= 1e6) snprintf(buf, n, "%.2f M%s", v / 1e6, unit);
+    else if (v >= 1e3) snprintf(buf, n, "%.2f K%s", v / 1e3, unit);
+    else snprintf(buf, n, "%.0f %s", v, unit);
+}
+
+static void fmt_exact(char *buf, size_t n, double v) { // 671026419200 -> 671,026,419,200
+    char raw[64];
+    snprintf(raw, sizeof raw, "%.0f", v);
+    size_t len = strlen(raw), j = 0;
+    for (size_t i = 0; i < len && j + 2 < n; i++) {
+        if (i && (len - i) % 3 == 0) buf[j++] = ',';
+        buf[j++] = raw[i];
+    }
+    buf[j] = 0;
+}
+
+static void row_params(const char *label, double v) {
+    char a[64], b[64];
+    fmt_count(a, sizeof a, v, "");
+    fmt_exact(b, sizeof b, v);
+    printf("  %-30s %14s   (%s)\n", label, a, b);
+}
+
+static void row_bytes(const char *label, double v) {
+    char b[64];
+    fmt_exact(b, sizeof b, v);
+    char a[64];
+    if (v >= 1e9) snprintf(a, sizeof a, "%.2f GB", v / 1e9);
+    else if (v >= 1e6) snprintf(a, sizeof a, "%.2f MB", v / 1e6);
+    else snprintf(a, sizeof a, "%.2f KB", v / 1e3);
+    printf("  %-30s %14s   (%s bytes)\n", label, a, b);
+}
+
+static void row_flops(const char *label, double v) {
+    char a[64];
+    snprintf(a, sizeof a, "%.2f GFLOP", v / 1e9);
+    printf("  %-30s %14s\n", label, a);
+}
+
+int cmd_info(int argc, char **argv) {
+    const char *cfg_path = NULL;
+    int json = 0;
+    long ctx = 4096;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) { usage(stdout); return 0; }
+        else if (strcmp(argv[i], "--json") == 0) json = 1;
+        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) cfg_path = argv[++i];
+        else if (strncmp(argv[i], "--config=", 9) == 0) cfg_path = argv[i] + 9;
+        else if (strcmp(argv[i], "--ctx") == 0 && i + 1 < argc) {
+            char *end = NULL;
+            ctx = strtol(argv[++i], &end, 10);
+            if (!*argv[i] || *end || ctx < 0 || ctx > (1L << 40)) return cli_usage_error("info", "--ctx: expected a non-negative integer, got '%s'", argv[i]);
+        } else return cli_usage_error("info", "unknown or incomplete option '%s'", argv[i]);
+    }
+    if (!cfg_path) return cli_usage_error("info", "--config PATH is required");
+
+    char *owned = NULL;
+    struct stat st;
+    if (stat(cfg_path, &st) == 0 && S_ISDIR(st.st_mode)) cfg_path = owned = dsv3_path_join(cfg_path, "config.json");
+    dsv3_config c;
+    if (dsv3_config_load(&c, cfg_path) < 0) { free(owned); return cli_bad_input(); }
+    dsv3_counts k;
+    dsv3_config_counts(&c, &k);
+    const int L = c.num_hidden_layers, dense = c.n_routed_experts > 0 ? (c.first_k_dense_replace < L ? c.first_k_dense_replace : L) : L;
+    const double attn_at_ctx = k.attn_flops_per_ctx_token * (double)ctx;
+
+    if (json) {
+        printf("{\"config\": \"");
+        for (const char *p = cfg_path; *p; p++) {
+            if (*p == '"' || *p == '\\') printf("\\%c", *p);
+            else if ((unsigned char)*p < 0x20) printf("\\u%04x", *p);
+            else putchar(*p);
+        }
+        printf("\", \"model_type\": \"%s\", \"num_hidden_layers\": %d, \"dense_layers\": %d, \"moe_layers\": %d, "
+               "\"mtp_layers\": %d,\n", c.model_type, L, dense, L - dense, c.num_nextn_predict_layers);
+        printf(" \"total_params\": %.0f, \"active_params\": %.0f, \"mtp_params\": %.0f, \"mtp_active_params\": %.0f,\n",
+               k.total_params, k.active_params, k.mtp_params, k.mtp_active_params);
+        printf(" \"embed_params\": %.0f, \"head_params\": %.0f, \"attn_params_per_layer\": %.0f, "
+               "\"dense_ffn_params_per_layer\": %.0f, \"expert_params\": %.0f, \"moe_ffn_params_per_layer\": %.0f,\n",
+               k.embed_params, k.head_params, k.attn_params_per_layer, k.dense_ffn_params_per_layer, k.expert_params,
+               k.moe_ffn_params_per_layer);
+        printf(" \"kv_bytes_per_token\": %.0f, \"mha_kv_bytes_per_token\": %.0f,\n", k.kv_bytes_per_token, k.mha_kv_bytes_per_token);
+        printf(" \"active_matmul_params\": %.0f, \"flops_per_token\": %.0f, \"attn_flops_per_ctx_token\": %.0f, "
+               "\"ctx\": %ld, \"flops_per_token_at_ctx\": %.0f,\n \"weight_bytes_bf16\": %.0f, \"kv_bytes_at_ctx\": %.0f}\n",
+               k.active_matmul_params, k.flops_per_token, k.attn_flops_per_ctx_token, ctx, k.flops_per_token + attn_at_ctx,
+               2 * k.total_params, k.kv_bytes_per_token * (double)ctx);
+        free(owned);
+        return 0;
+    }
+
+    printf("%s (%s)\n", cfg_path, c.model_type);
+    printf("  %-30s %d (%d dense, %d MoE) + %d MTP\n", "layers", L, dense, L - dense, c.num_nextn_predict_layers);
+    printf("  %-30s d=%d, %d heads, q_lora %d, kv_lora %d, qk %d+%d, v %d\n", "shape", c.hidden_size,
+           c.num_attention_heads, c.q_lora_rank, c.kv_lora_rank, c.qk_nope_head_dim, c.qk_rope_head_dim, c.v_head_dim);
+    if (c.n_routed_experts > 0)
+        printf("  %-30s %d routed + %d shared, top-%d, %d groups / top-%d, %s\n", "experts", c.n_routed_experts,
+               c.n_shared_experts, c.num_experts_per_tok, c.n_group, c.topk_group,
+               c.scoring == DSV3_SCORE_SIGMOID ? "sigmoid" : "softmax");
+    printf("parameters\n");
+    row_params("total (main model, no MTP)", k.total_params);
+    row_params("active per token", k.active_params);
+    row_params("MTP (excl. shared emb/head)", k.mtp_params);
+    row_params("embedding", k.embed_params);
+    row_params("head", k.head_params);
+    row_params("attention per layer", k.attn_params_per_layer);
+    if (dense) row_params("dense FFN per layer", k.dense_ffn_params_per_layer);
+    if (c.n_routed_experts > 0) {
+        row_params("one expert", k.expert_params);
+        row_params("MoE FFN per layer", k.moe_ffn_params_per_layer);
+    }
+    char label[64];
+    printf("KV cache per token (bf16)\n");
+    row_bytes("MLA latent (kv_lora + rope)", k.kv_bytes_per_token);
+    row_bytes("equivalent MHA (K and V)", k.mha_kv_bytes_per_token);
+    printf("memory\n");
+    row_bytes("weights in bf16 (no MTP)", 2 * k.total_params);
+    snprintf(label, sizeof label, "MLA KV cache at ctx %ld", ctx);
+    row_bytes(label, k.kv_bytes_per_token * (double)ctx);
+    printf("forward FLOPs per token\n");
+    row_flops("matmuls (2 x active)", k.flops_per_token);
+    snprintf(label, sizeof label, "+ attention at ctx %ld", ctx);
+    row_flops(label, attn_at_ctx);
+    row_flops("total at that ctx", k.flops_per_token + attn_at_ctx);
+    free(owned);
+    return 0;
+}

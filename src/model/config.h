@@ -43,6 +43,11 @@ typedef struct {
     int fp8;                      // quant_method fp8 (weights F8_E4M3 + weight_scale_inv)
     int weight_block_rows, weight_block_cols; // weight_block_size, default 128x128
     int scale_fmt_ue8m0;          // scale_fmt "ue8m0"
+    // Added by the config reader (docs/MODEL.md):
+    char topk_method[24];         // "noaux_tc" | "greedy" | "group_limited_greedy" (as written, or the default)
+    char dtype[16];               // torch_dtype / dtype as written ("" if absent); informational
+    // Notes: mscale / mscale_all_dim are 0 when absent (HF treats 0 and absent alike: "if mscale_all_dim:").
+    // topk_method "greedy" is stored with n_group = topk_group = 1 (plain top-k over all experts).
 } dsv3_config;
 
 // Parse and validate a config.json. Returns 0, or -1 with dsv3_error() naming the file and field.
@@ -71,5 +76,16 @@ typedef struct {
     double kv_bytes_per_token;      // MLA latent cache (kv_lora + rope) x layers x 2 bytes (bf16)
     double mha_kv_bytes_per_token;  // equivalent per-head K and V cache in bf16
     double flops_per_token;   // forward FLOPs per token (2 x active matmul params, attention excluded)
+    // Breakdown (added with `dsv3 info`):
+    double embed_params;            // V*d (the head has the same count unless tied)
+    double head_params;             // V*d, 0 when tie_word_embeddings
+    double attn_params_per_layer;   // MLA projections + q_a/kv_a norms (+ biases); excludes the 2 block norms
+    double dense_ffn_params_per_layer; // 3*d*I
+    double expert_params;           // one routed expert, 3*d*Im
+    double moe_ffn_params_per_layer;   // all experts + shared + router weight (+ correction bias)
+    double mtp_active_params;       // MTP active per token, including the shared embedding and head
+    double active_matmul_params;    // active params that are matrix multiplies (no embedding, norms, biases)
+    double attn_flops_per_ctx_token; // score + value FLOPs per token per attended position, all layers:
+                                     // 2*L*H*(qk + v) (MLA computed naively: q·k over qk dims, p·v over v dims)
 } dsv3_counts;
 void dsv3_config_counts(const dsv3_config *c, dsv3_counts *out);

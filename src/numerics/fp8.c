@@ -1,49 +1,134 @@
-// Minimal E4M3 / E5M2 codecs (table decode, exact-rational encode). The full numerics layer
-// (E5M6, UE8M0, fast encoders, quantizers) builds on these.
+// FP8 codecs: decode tables and the by-format helpers. The encoders are inline in fp8.h.
+// The two tables were generated from torch (torch.arange(256, dtype=torch.uint8).view(float8_*).float())
+// and are checked entry by entry against the committed torch fixture and against the definition
+// (tests/test_fp8_codec.c).
 #include "numerics/fp8.h"
 #include <math.h>
 #include <string.h>
 
-static float exmy_decode(uint8_t b, int ebits, int mbits, int bias, int ieee_specials) {
-    int s = b >> 7, e = (b >> mbits) & ((1 << ebits) - 1), m = b & ((1 << mbits) - 1);
-    float v;
-    if (ieee_specials && e == (1 << ebits) - 1) v = m ? NAN : INFINITY;
-    else if (!ieee_specials && e == (1 << ebits) - 1 && m == (1 << mbits) - 1) v = NAN;
-    else if (e == 0) v = ldexpf((float)m, 1 - bias - mbits);
-    else v = ldexpf((float)(m + (1 << mbits)), e - bias - mbits);
-    return s ? -v : v;
+const float dsv3_e4m3_table[256] = {
+    0.0f, 0x1p-9f, 0x1p-8f, 0x1.8p-8f, 0x1p-7f, 0x1.4p-7f, 0x1.8p-7f, 0x1.cp-7f,
+    0x1p-6f, 0x1.2p-6f, 0x1.4p-6f, 0x1.6p-6f, 0x1.8p-6f, 0x1.ap-6f, 0x1.cp-6f, 0x1.ep-6f,
+    0x1p-5f, 0x1.2p-5f, 0x1.4p-5f, 0x1.6p-5f, 0x1.8p-5f, 0x1.ap-5f, 0x1.cp-5f, 0x1.ep-5f,
+    0x1p-4f, 0x1.2p-4f, 0x1.4p-4f, 0x1.6p-4f, 0x1.8p-4f, 0x1.ap-4f, 0x1.cp-4f, 0x1.ep-4f,
+    0x1p-3f, 0x1.2p-3f, 0x1.4p-3f, 0x1.6p-3f, 0x1.8p-3f, 0x1.ap-3f, 0x1.cp-3f, 0x1.ep-3f,
+    0x1p-2f, 0x1.2p-2f, 0x1.4p-2f, 0x1.6p-2f, 0x1.8p-2f, 0x1.ap-2f, 0x1.cp-2f, 0x1.ep-2f,
+    0x1p-1f, 0x1.2p-1f, 0x1.4p-1f, 0x1.6p-1f, 0x1.8p-1f, 0x1.ap-1f, 0x1.cp-1f, 0x1.ep-1f,
+    0x1p+0f, 0x1.2p+0f, 0x1.4p+0f, 0x1.6p+0f, 0x1.8p+0f, 0x1.ap+0f, 0x1.cp+0f, 0x1.ep+0f,
+    0x1p+1f, 0x1.2p+1f, 0x1.4p+1f, 0x1.6p+1f, 0x1.8p+1f, 0x1.ap+1f, 0x1.cp+1f, 0x1.ep+1f,
+    0x1p+2f, 0x1.2p+2f, 0x1.4p+2f, 0x1.6p+2f, 0x1.8p+2f, 0x1.ap+2f, 0x1.cp+2f, 0x1.ep+2f,
+    0x1p+3f, 0x1.2p+3f, 0x1.4p+3f, 0x1.6p+3f, 0x1.8p+3f, 0x1.ap+3f, 0x1.cp+3f, 0x1.ep+3f,
+    0x1p+4f, 0x1.2p+4f, 0x1.4p+4f, 0x1.6p+4f, 0x1.8p+4f, 0x1.ap+4f, 0x1.cp+4f, 0x1.ep+4f,
+    0x1p+5f, 0x1.2p+5f, 0x1.4p+5f, 0x1.6p+5f, 0x1.8p+5f, 0x1.ap+5f, 0x1.cp+5f, 0x1.ep+5f,
+    0x1p+6f, 0x1.2p+6f, 0x1.4p+6f, 0x1.6p+6f, 0x1.8p+6f, 0x1.ap+6f, 0x1.cp+6f, 0x1.ep+6f,
+    0x1p+7f, 0x1.2p+7f, 0x1.4p+7f, 0x1.6p+7f, 0x1.8p+7f, 0x1.ap+7f, 0x1.cp+7f, 0x1.ep+7f,
+    0x1p+8f, 0x1.2p+8f, 0x1.4p+8f, 0x1.6p+8f, 0x1.8p+8f, 0x1.ap+8f, 0x1.cp+8f, NAN,
+    -0.0f, -0x1p-9f, -0x1p-8f, -0x1.8p-8f, -0x1p-7f, -0x1.4p-7f, -0x1.8p-7f, -0x1.cp-7f,
+    -0x1p-6f, -0x1.2p-6f, -0x1.4p-6f, -0x1.6p-6f, -0x1.8p-6f, -0x1.ap-6f, -0x1.cp-6f, -0x1.ep-6f,
+    -0x1p-5f, -0x1.2p-5f, -0x1.4p-5f, -0x1.6p-5f, -0x1.8p-5f, -0x1.ap-5f, -0x1.cp-5f, -0x1.ep-5f,
+    -0x1p-4f, -0x1.2p-4f, -0x1.4p-4f, -0x1.6p-4f, -0x1.8p-4f, -0x1.ap-4f, -0x1.cp-4f, -0x1.ep-4f,
+    -0x1p-3f, -0x1.2p-3f, -0x1.4p-3f, -0x1.6p-3f, -0x1.8p-3f, -0x1.ap-3f, -0x1.cp-3f, -0x1.ep-3f,
+    -0x1p-2f, -0x1.2p-2f, -0x1.4p-2f, -0x1.6p-2f, -0x1.8p-2f, -0x1.ap-2f, -0x1.cp-2f, -0x1.ep-2f,
+    -0x1p-1f, -0x1.2p-1f, -0x1.4p-1f, -0x1.6p-1f, -0x1.8p-1f, -0x1.ap-1f, -0x1.cp-1f, -0x1.ep-1f,
+    -0x1p+0f, -0x1.2p+0f, -0x1.4p+0f, -0x1.6p+0f, -0x1.8p+0f, -0x1.ap+0f, -0x1.cp+0f, -0x1.ep+0f,
+    -0x1p+1f, -0x1.2p+1f, -0x1.4p+1f, -0x1.6p+1f, -0x1.8p+1f, -0x1.ap+1f, -0x1.cp+1f, -0x1.ep+1f,
+    -0x1p+2f, -0x1.2p+2f, -0x1.4p+2f, -0x1.6p+2f, -0x1.8p+2f, -0x1.ap+2f, -0x1.cp+2f, -0x1.ep+2f,
+    -0x1p+3f, -0x1.2p+3f, -0x1.4p+3f, -0x1.6p+3f, -0x1.8p+3f, -0x1.ap+3f, -0x1.cp+3f, -0x1.ep+3f,
+    -0x1p+4f, -0x1.2p+4f, -0x1.4p+4f, -0x1.6p+4f, -0x1.8p+4f, -0x1.ap+4f, -0x1.cp+4f, -0x1.ep+4f,
+    -0x1p+5f, -0x1.2p+5f, -0x1.4p+5f, -0x1.6p+5f, -0x1.8p+5f, -0x1.ap+5f, -0x1.cp+5f, -0x1.ep+5f,
+    -0x1p+6f, -0x1.2p+6f, -0x1.4p+6f, -0x1.6p+6f, -0x1.8p+6f, -0x1.ap+6f, -0x1.cp+6f, -0x1.ep+6f,
+    -0x1p+7f, -0x1.2p+7f, -0x1.4p+7f, -0x1.6p+7f, -0x1.8p+7f, -0x1.ap+7f, -0x1.cp+7f, -0x1.ep+7f,
+    -0x1p+8f, -0x1.2p+8f, -0x1.4p+8f, -0x1.6p+8f, -0x1.8p+8f, -0x1.ap+8f, -0x1.cp+8f, -NAN
+};
+
+const float dsv3_e5m2_table[256] = {
+    0.0f, 0x1p-16f, 0x1p-15f, 0x1.8p-15f, 0x1p-14f, 0x1.4p-14f, 0x1.8p-14f, 0x1.cp-14f,
+    0x1p-13f, 0x1.4p-13f, 0x1.8p-13f, 0x1.cp-13f, 0x1p-12f, 0x1.4p-12f, 0x1.8p-12f, 0x1.cp-12f,
+    0x1p-11f, 0x1.4p-11f, 0x1.8p-11f, 0x1.cp-11f, 0x1p-10f, 0x1.4p-10f, 0x1.8p-10f, 0x1.cp-10f,
+    0x1p-9f, 0x1.4p-9f, 0x1.8p-9f, 0x1.cp-9f, 0x1p-8f, 0x1.4p-8f, 0x1.8p-8f, 0x1.cp-8f,
+    0x1p-7f, 0x1.4p-7f, 0x1.8p-7f, 0x1.cp-7f, 0x1p-6f, 0x1.4p-6f, 0x1.8p-6f, 0x1.cp-6f,
+    0x1p-5f, 0x1.4p-5f, 0x1.8p-5f, 0x1.cp-5f, 0x1p-4f, 0x1.4p-4f, 0x1.8p-4f, 0x1.cp-4f,
+    0x1p-3f, 0x1.4p-3f, 0x1.8p-3f, 0x1.cp-3f, 0x1p-2f, 0x1.4p-2f, 0x1.8p-2f, 0x1.cp-2f,
+    0x1p-1f, 0x1.4p-1f, 0x1.8p-1f, 0x1.cp-1f, 0x1p+0f, 0x1.4p+0f, 0x1.8p+0f, 0x1.cp+0f,
+    0x1p+1f, 0x1.4p+1f, 0x1.8p+1f, 0x1.cp+1f, 0x1p+2f, 0x1.4p+2f, 0x1.8p+2f, 0x1.cp+2f,
+    0x1p+3f, 0x1.4p+3f, 0x1.8p+3f, 0x1.cp+3f, 0x1p+4f, 0x1.4p+4f, 0x1.8p+4f, 0x1.cp+4f,
+    0x1p+5f, 0x1.4p+5f, 0x1.8p+5f, 0x1.cp+5f, 0x1p+6f, 0x1.4p+6f, 0x1.8p+6f, 0x1.cp+6f,
+    0x1p+7f, 0x1.4p+7f, 0x1.8p+7f, 0x1.cp+7f, 0x1p+8f, 0x1.4p+8f, 0x1.8p+8f, 0x1.cp+8f,
+    0x1p+9f, 0x1.4p+9f, 0x1.8p+9f, 0x1.cp+9f, 0x1p+10f, 0x1.4p+10f, 0x1.8p+10f, 0x1.cp+10f,
+    0x1p+11f, 0x1.4p+11f, 0x1.8p+11f, 0x1.cp+11f, 0x1p+12f, 0x1.4p+12f, 0x1.8p+12f, 0x1.cp+12f,
+    0x1p+13f, 0x1.4p+13f, 0x1.8p+13f, 0x1.cp+13f, 0x1p+14f, 0x1.4p+14f, 0x1.8p+14f, 0x1.cp+14f,
+    0x1p+15f, 0x1.4p+15f, 0x1.8p+15f, 0x1.cp+15f, INFINITY, NAN, NAN, NAN,
+    -0.0f, -0x1p-16f, -0x1p-15f, -0x1.8p-15f, -0x1p-14f, -0x1.4p-14f, -0x1.8p-14f, -0x1.cp-14f,
+    -0x1p-13f, -0x1.4p-13f, -0x1.8p-13f, -0x1.cp-13f, -0x1p-12f, -0x1.4p-12f, -0x1.8p-12f, -0x1.cp-12f,
+    -0x1p-11f, -0x1.4p-11f, -0x1.8p-11f, -0x1.cp-11f, -0x1p-10f, -0x1.4p-10f, -0x1.8p-10f, -0x1.cp-10f,
+    -0x1p-9f, -0x1.4p-9f, -0x1.8p-9f, -0x1.cp-9f, -0x1p-8f, -0x1.4p-8f, -0x1.8p-8f, -0x1.cp-8f,
+    -0x1p-7f, -0x1.4p-7f, -0x1.8p-7f, -0x1.cp-7f, -0x1p-6f, -0x1.4p-6f, -0x1.8p-6f, -0x1.cp-6f,
+    -0x1p-5f, -0x1.4p-5f, -0x1.8p-5f, -0x1.cp-5f, -0x1p-4f, -0x1.4p-4f, -0x1.8p-4f, -0x1.cp-4f,
+    -0x1p-3f, -0x1.4p-3f, -0x1.8p-3f, -0x1.cp-3f, -0x1p-2f, -0x1.4p-2f, -0x1.8p-2f, -0x1.cp-2f,
+    -0x1p-1f, -0x1.4p-1f, -0x1.8p-1f, -0x1.cp-1f, -0x1p+0f, -0x1.4p+0f, -0x1.8p+0f, -0x1.cp+0f,
+    -0x1p+1f, -0x1.4p+1f, -0x1.8p+1f, -0x1.cp+1f, -0x1p+2f, -0x1.4p+2f, -0x1.8p+2f, -0x1.cp+2f,
+    -0x1p+3f, -0x1.4p+3f, -0x1.8p+3f, -0x1.cp+3f, -0x1p+4f, -0x1.4p+4f, -0x1.8p+4f, -0x1.cp+4f,
+    -0x1p+5f, -0x1.4p+5f, -0x1.8p+5f, -0x1.cp+5f, -0x1p+6f, -0x1.4p+6f, -0x1.8p+6f, -0x1.cp+6f,
+    -0x1p+7f, -0x1.4p+7f, -0x1.8p+7f, -0x1.cp+7f, -0x1p+8f, -0x1.4p+8f, -0x1.8p+8f, -0x1.cp+8f,
+    -0x1p+9f, -0x1.4p+9f, -0x1.8p+9f, -0x1.cp+9f, -0x1p+10f, -0x1.4p+10f, -0x1.8p+10f, -0x1.cp+10f,
+    -0x1p+11f, -0x1.4p+11f, -0x1.8p+11f, -0x1.cp+11f, -0x1p+12f, -0x1.4p+12f, -0x1.8p+12f, -0x1.cp+12f,
+    -0x1p+13f, -0x1.4p+13f, -0x1.8p+13f, -0x1.cp+13f, -0x1p+14f, -0x1.4p+14f, -0x1.8p+14f, -0x1.cp+14f,
+    -0x1p+15f, -0x1.4p+15f, -0x1.8p+15f, -0x1.cp+15f, -INFINITY, -NAN, -NAN, -NAN
+};
+
+uint32_t dsv3_fp8_encode(dsv3_fp8_format fmt, float f, dsv3_fp8_policy p) {
+    switch (fmt) {
+    case DSV3_FMT_E4M3: return dsv3_f32_to_e4m3(f, p);
+    case DSV3_FMT_E5M2: return dsv3_f32_to_e5m2(f, p);
+    case DSV3_FMT_E5M6: return dsv3_f32_to_e5m6(f, p);
+    }
+    return 0;
 }
 
-float dsv3_e4m3_to_f32(uint8_t b) { return exmy_decode(b, 4, 3, 7, 0); }
-float dsv3_e5m2_to_f32(uint8_t b) { return exmy_decode(b, 5, 2, 15, 1); }
-
-// Nearest-even encode by search over the 128 magnitudes (slow but obviously correct).
-static uint8_t exmy_encode(float f, float (*dec)(uint8_t), float maxfinite, uint8_t nan_code,
-                           uint8_t inf_code, dsv3_fp8_policy p) {
-    uint8_t sign = signbit(f) ? 0x80 : 0;
-    if (isnan(f)) return 0x7f | sign;
-    float a = fabsf(f);
-    if (a > maxfinite) {
-        if (p == DSV3_FP8_SATURATE) { for (int c = 127; c >= 0; c--) if (dec((uint8_t)c) == maxfinite) return (uint8_t)c | sign; }
-        // non-saturating: values that round (RNE at one more step of the grid) past max overflow
-        if (isinf(a)) return (inf_code ? inf_code : nan_code) | sign;
+float dsv3_fp8_decode(dsv3_fp8_format fmt, uint32_t code) {
+    switch (fmt) {
+    case DSV3_FMT_E4M3: return dsv3_e4m3_to_f32((uint8_t)code);
+    case DSV3_FMT_E5M2: return dsv3_e5m2_to_f32((uint8_t)code);
+    case DSV3_FMT_E5M6: return dsv3_e5m6_to_f32((uint16_t)(code & 0xfff));
     }
-    int best = 0; double bd = INFINITY;
-    for (int c = 0; c < 128; c++) {
-        float v = dec((uint8_t)c);
-        if (isnan(v) || isinf(v)) continue;
-        double d = fabs((double)v - (double)a);
-        if (d < bd || (d == bd && (c & 1) == 0)) { bd = d; best = c; }
-    }
-    if (a > maxfinite && p == DSV3_FP8_NONSAT) {
-        // the next grid step above max would be max + ulp(max); RNE to it means overflow
-        float ulp = maxfinite - dec((uint8_t)(best - 1));
-        double over = (double)maxfinite + ulp;
-        if ((double)a - maxfinite > over - (double)a || ((double)a - maxfinite == over - (double)a))
-            return (inf_code ? inf_code : nan_code) | sign;
-    }
-    return (uint8_t)best | sign;
+    return NAN;
 }
 
-uint8_t dsv3_f32_to_e4m3(float f, dsv3_fp8_policy p) { return exmy_encode(f, dsv3_e4m3_to_f32, 448.0f, 0x7f, 0, p); }
-uint8_t dsv3_f32_to_e5m2(float f, dsv3_fp8_policy p) { return exmy_encode(f, dsv3_e5m2_to_f32, 57344.0f, 0x7f, 0x7c, p); }
+int dsv3_fp8_format_bits(dsv3_fp8_format fmt) { return fmt == DSV3_FMT_E5M6 ? 12 : 8; }
+
+float dsv3_fp8_format_max(dsv3_fp8_format fmt) {
+    return fmt == DSV3_FMT_E4M3 ? DSV3_E4M3_MAX : fmt == DSV3_FMT_E5M2 ? DSV3_E5M2_MAX : DSV3_E5M6_MAX;
+}
+
+const char *dsv3_fp8_format_name(dsv3_fp8_format fmt) {
+    return fmt == DSV3_FMT_E4M3 ? "e4m3" : fmt == DSV3_FMT_E5M2 ? "e5m2" : "e5m6";
+}
+
+int dsv3_fp8_format_parse(const char *s, dsv3_fp8_format *out) {
+    for (int f = 0; f < 3; f++)
+        if (strcmp(s, dsv3_fp8_format_name((dsv3_fp8_format)f)) == 0) { *out = (dsv3_fp8_format)f; return 0; }
+    return -1;
+}
+
+// Bulk loops: parallel only when the work pays for the thread start-up.
+#define BULK_MIN (1 << 16)
+
+void dsv3_e4m3_encode_n(uint8_t *dst, const float *src, size_t n, dsv3_fp8_policy p) {
+    #pragma omp parallel for simd schedule(static) if (n >= BULK_MIN)
+    for (size_t i = 0; i < n; i++) dst[i] = dsv3_f32_to_e4m3(src[i], p);
+}
+
+void dsv3_e4m3_decode_n(float *dst, const uint8_t *src, size_t n) {
+    #pragma omp parallel for simd schedule(static) if (n >= BULK_MIN)
+    for (size_t i = 0; i < n; i++) dst[i] = dsv3_e4m3_table[src[i]];
+}
+
+void dsv3_e5m6_encode_n(uint16_t *dst, const float *src, size_t n, dsv3_fp8_policy p) {
+    #pragma omp parallel for simd schedule(static) if (n >= BULK_MIN)
+    for (size_t i = 0; i < n; i++) dst[i] = dsv3_f32_to_e5m6(src[i], p);
+}
+
+void dsv3_e5m6_decode_n(float *dst, const uint16_t *src, size_t n) {
+    #pragma omp parallel for simd schedule(static) if (n >= BULK_MIN)
+    for (size_t i = 0; i < n; i++) dst[i] = dsv3_e5m6_to_f32(src[i]);
+}

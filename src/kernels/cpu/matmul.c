@@ -1,23 +1,151 @@
-// Fast matmul. Placeholder that parallelizes the reference over output rows; replaced by the
-// blocked SIMD kernels (see docs/PERF.md).
+// dsv3_matmul: picks the instruction set (AVX2+FMA+F16C or portable scalar C, at run time), the
+// algorithm (GEMV for M <= DSV3_MATMUL_GEMV_MAX_M, packed blocked GEMM above) and splits the work
+// over OpenMP threads: GEMV by contiguous ranges of output rows, GEMM by (NC rows of W) x (M range)
+// tasks. Kernels: gemv_avx2.c, gemm_avx2.c (SIMD), matmul_scalar below (fallback).
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/matmul_kernels.h"
+#include "numerics/bf16.h"
+#include "numerics/fp8.h"
 #include "core/error.h"
+#include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
-void dsv3_matmul(float *y, const float *x, const dsv3_mat *w, int M) {
-    #pragma omp parallel
+// ---- instruction-set selection --------------------------------------------------------------
+
+static int g_isa = -1; // dsv3_isa once chosen; read and written atomically
+
+static int cpu_has_avx2(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+    return 0;
+#endif
+}
+
+dsv3_isa dsv3_matmul_get_isa(void) {
+    int isa = __atomic_load_n(&g_isa, __ATOMIC_RELAXED);
+    if (isa < 0) {
+        const char *e = getenv("DSV3_NO_SIMD");
+        int no_simd = e && *e && strcmp(e, "0") != 0;
+        isa = !no_simd && cpu_has_avx2() ? DSV3_ISA_AVX2 : DSV3_ISA_SCALAR;
+        __atomic_store_n(&g_isa, isa, __ATOMIC_RELAXED);
+    }
+    return (dsv3_isa)isa;
+}
+
+int dsv3_matmul_set_isa(dsv3_isa isa) {
+    if (isa == DSV3_ISA_AVX2 && !cpu_has_avx2())
+        return dsv3_errorf("matmul: this CPU lacks AVX2/FMA/F16C (asked for the %s path)", dsv3_isa_name(isa));
+    if (isa != DSV3_ISA_AVX2 && isa != DSV3_ISA_SCALAR)
+        return dsv3_errorf("matmul: unknown instruction-set path %d", (int)isa);
+    __atomic_store_n(&g_isa, (int)isa, __ATOMIC_RELAXED);
+    return 0;
+}
+
+const char *dsv3_isa_name(dsv3_isa isa) { return isa == DSV3_ISA_AVX2 ? "avx2" : "scalar"; }
+
+// ---- portable scalar path -------------------------------------------------------------------
+
+static float g_e4m3_lut[256];
+static int g_e4m3_lut_ready;
+
+static void e4m3_lut_init(void) {
+    if (__atomic_load_n(&g_e4m3_lut_ready, __ATOMIC_ACQUIRE)) return;
+    #pragma omp critical(dsv3_e4m3_lut)
+    if (!g_e4m3_lut_ready) {
+        for (int b = 0; b < 256; b++) g_e4m3_lut[b] = dsv3_e4m3_to_f32((uint8_t)b);
+        __atomic_store_n(&g_e4m3_lut_ready, 1, __ATOMIC_RELEASE);
+    }
+}
+
+// Row r of W as fp32 (same values as dsv3_mat_row_f32, with a table for E4M3).
+static void row_f32_scalar(const dsv3_mat *w, int r, float *out) {
+    if (w->dtype != DSV3_F8_E4M3) { dsv3_mat_row_f32(w, r, out); return; }
+    const uint8_t *p = (const uint8_t *)w->data + (size_t)r * w->cols;
+    int bc = w->block_cols, nbc = (w->cols + bc - 1) / bc;
+    const float *s = w->scale + (size_t)(r / w->block_rows) * nbc;
+    for (int c = 0; c < w->cols; c++) out[c] = g_e4m3_lut[p[c]] * s[c / bc];
+}
+
+// Four weight rows at a time are widened to fp32 and dotted with every x row (4 accumulators per x
+// row, each summed in column order like the reference).
+static void matmul_scalar(float *y, const float *x, const dsv3_mat *w, int M, int parallel) {
+    int N = w->rows, K = w->cols, ng = (N + 3) / 4;
+    if (w->dtype == DSV3_F8_E4M3) e4m3_lut_init();
+    #pragma omp parallel if (parallel)
     {
-        float *row = dsv3_malloc(sizeof(float) * (size_t)w->cols);
+        float *buf = dsv3_malloc(sizeof(float) * 4 * (size_t)K);
         #pragma omp for schedule(static)
-        for (int r = 0; r < w->rows; r++) {
-            dsv3_mat_row_f32(w, r, row);
+        for (int g = 0; g < ng; g++) {
+            int r0 = 4 * g, nr = N - r0 < 4 ? N - r0 : 4;
+            for (int i = 0; i < nr; i++) row_f32_scalar(w, r0 + i, buf + (size_t)i * K);
             for (int m = 0; m < M; m++) {
-                const float *xm = x + (size_t)m * w->cols;
-                float acc = 0.0f;
-                for (int c = 0; c < w->cols; c++) acc += xm[c] * row[c];
-                y[(size_t)m * w->rows + r] = acc;
+                const float *xm = x + (size_t)m * K;
+                float acc[4] = {0, 0, 0, 0};
+                for (int i = 0; i < nr; i++) {
+                    const float *wr = buf + (size_t)i * K;
+                    float a = 0.0f;
+                    for (int c = 0; c < K; c++) a += xm[c] * wr[c];
+                    acc[i] = a;
+                }
+                for (int i = 0; i < nr; i++) y[(size_t)m * N + r0 + i] = acc[i];
             }
         }
-        free(row);
+        free(buf);
     }
+}
+
+// ---- AVX2 paths -----------------------------------------------------------------------------
+
+static void matmul_avx2_gemv(float *y, const float *x, const dsv3_mat *w, int M, int parallel) {
+    // One contiguous range of output rows per thread (each streams its own part of W), cut at
+    // multiples of 16 rows (4-row strips; 128-row F8 scale blocks stay whole where possible).
+    int N = w->rows;
+    #pragma omp parallel if (parallel)
+    {
+        int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+        int per = ((N + 15) / 16 + nt - 1) / nt * 16;
+        int r0 = tid * per < N ? tid * per : N, r1 = r0 + per < N ? r0 + per : N;
+        dsv3_gemv_avx2(y, x, w, M, r0, r1);
+    }
+}
+
+static void matmul_avx2_gemm(float *y, const float *x, const dsv3_mat *w, int M, int parallel) {
+    int N = w->rows, nthreads = parallel ? omp_get_max_threads() : 1;
+    int ntn = (N + DSV3_GEMM_NC - 1) / DSV3_GEMM_NC, msplit = 1;
+    // Few W blocks for the threads: also split M (each part re-packs its W blocks).
+    while (ntn * msplit < 4 * nthreads && M / (2 * msplit) >= 4 * DSV3_GEMM_MR) msplit *= 2;
+    int ntask = ntn * msplit;
+    #pragma omp parallel if (parallel && ntask > 1)
+    {
+        float *pack = aligned_alloc(32, sizeof(float) * dsv3_gemm_pack_floats());
+        if (!pack) dsv3_panic(__FILE__, __LINE__, "matmul: out of memory for the GEMM packing buffer");
+        #pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < ntask; t++) {
+            int tn = t / msplit, tm = t % msplit;
+            int n0 = tn * DSV3_GEMM_NC, n1 = n0 + DSV3_GEMM_NC < N ? n0 + DSV3_GEMM_NC : N;
+            int m0 = (int)((long long)M * tm / msplit), m1 = (int)((long long)M * (tm + 1) / msplit);
+            dsv3_gemm_avx2(y, x, w, m0, m1, n0, n1, pack);
+        }
+        free(pack);
+    }
+}
+
+// ---- dispatcher -----------------------------------------------------------------------------
+
+void dsv3_matmul(float *y, const float *x, const dsv3_mat *w, int M) {
+    dsv3_dtype t = w->dtype;
+    if (t != DSV3_F32 && t != DSV3_BF16 && t != DSV3_F16 && t != DSV3_F8_E4M3)
+        dsv3_panic(__FILE__, __LINE__, "matmul: unsupported weight dtype %s", dsv3_dtype_name(t));
+    if (t == DSV3_F8_E4M3) DSV3_ASSERT(w->scale && w->block_rows > 0 && w->block_cols > 0);
+    DSV3_ASSERT(M >= 0 && w->rows >= 0 && w->cols >= 0);
+    if (M == 0 || w->rows == 0) return;
+    if (w->cols == 0) { memset(y, 0, sizeof(float) * (size_t)M * w->rows); return; }
+    // Threads only pay off past ~100k multiply-adds (fork/join costs a few microseconds).
+    int parallel = (double)M * w->rows * w->cols >= 131072.0;
+    if (dsv3_matmul_get_isa() == DSV3_ISA_SCALAR) matmul_scalar(y, x, w, M, parallel);
+    else if (M <= DSV3_MATMUL_GEMV_MAX_M) matmul_avx2_gemv(y, x, w, M, parallel);
+    else matmul_avx2_gemm(y, x, w, M, parallel);
 }

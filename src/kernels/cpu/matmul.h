@@ -19,3 +19,14 @@ void dsv3_matmul_ref(float *y, const float *x, const dsv3_mat *w, int M);
 void dsv3_matmul(float *y, const float *x, const dsv3_mat *w, int M);
 // Dequantize row r of W into out[cols] as fp32 (used for embedding lookups).
 void dsv3_mat_row_f32(const dsv3_mat *w, int r, float *out);
+
+// Instruction-set paths of dsv3_matmul. The default is the best one this CPU supports, picked at
+// the first call (AVX2+FMA+F16C if present, else portable scalar C); the environment variable
+// DSV3_NO_SIMD=1 forces the scalar path. There is no AVX-512 path.
+typedef enum { DSV3_ISA_SCALAR = 0, DSV3_ISA_AVX2 = 1 } dsv3_isa;
+// Force a path (tests, benchmarks). Returns 0, or -1 (message set) if this CPU lacks the ISA.
+int dsv3_matmul_set_isa(dsv3_isa isa);
+dsv3_isa dsv3_matmul_get_isa(void);
+const char *dsv3_isa_name(dsv3_isa isa);
+// Largest M that takes the GEMV (no packing) path; above it the packed, blocked GEMM runs.
+#define DSV3_MATMUL_GEMV_MAX_M 16

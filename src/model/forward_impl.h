@@ -1,0 +1,47 @@
+// Internal to the forward pass (forward.c, mla.c, moe.c): the activation workspace and the
+// per-block entry points. Not a public API.
+#pragma once
+#include "model/forward.h"
+
+
+// Activation buffers for one forward over T positions, sized from the config once per call.
+typedef struct {
+    int T, nthreads;
+    float *x, *xn, *o;        // (T, d) residual stream, normed input, block output
+    float *qa;                // (T, q_lora_rank)
+    float *q;                 // (T, H*qk)          rope dims rotated in place
+    float *kva;               // (T, kv_lora + rope) c normed in place, k_pe rotated in place
+    float *cl;                // (T, kv_lora)       contiguous normed latent (naive path)
+    float *kv;                // (T, H*(nope+v))    naive path only
+    float *att;               // (T, H*v)           concatenated head outputs
+    float *cos_t, *sin_t;     // (T, rope/2)
+    // attention, one head at a time, queries in blocks of QB = min(T, f->qblock)
+    float *qh;                // (T, max(qk, kv_lora + rope)) head queries: [q_nope | q_pe] or [q_abs | q_pe]
+    float *qn;                // (T, nope)          head q_nope (absorb)
+    float *kh;                // (T, qk)            head keys [k_nope | k_pe] (naive)
+    float *vt;                // (max(v, kv_lora), T) head values transposed (naive) or latentᵀ (absorb)
+    float *sc;                // (QB, T)        raw scores of a query block
+    float *pb;                // (QB, T)        probabilities, zero past the causal limit
+    float *lat;               // (QB, max(kv_lora, v)) latent sums (absorb) / head outputs
+    float *oh;                // (QB, v)        head outputs (absorb)
+    float *g, *u;             // (T, I_max)         SwiGLU inner activations
+    float *rlog;              // (T, E)             router logits
+    int32_t *eidx; float *ew; // (T, K)             chosen experts, weights
+    int *cnt, *off;           // (E + 1)
+    int *tok; float *tokw;    // (T*K)              tokens grouped by expert
+    float *xe, *ye;           // (T, d)             gathered expert inputs / outputs
+    float *rscratch;          // (2E + n_group)
+    float *cat;               // (T, 2d)            MTP [enorm(emb); hnorm(h)]
+} dsv3_fwd_ws;
+
+void dsv3_ws_alloc(dsv3_fwd_ws *w, const dsv3_config *c, int T, int qblock);
+void dsv3_ws_free(dsv3_fwd_ws *w);
+
+// xn (T, d) -> w->o (T, d): multi-head latent attention at positions 0..T-1 (causal).
+void dsv3_mla_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, dsv3_attn_mode mode);
+// xn (T, d) -> w->o (T, d): dense SwiGLU or DeepSeekMoE (routed + shared). For MoE layers the
+// routing of each token is copied to tr_e/tr_w (T, K) when they are non-NULL.
+void dsv3_ffn_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, int32_t *tr_e, float *tr_w);
+
+// y (T, n) += b (n) when b is non-NULL.
+void dsv3_add_bias(float *y, const float *b, int T, int n);

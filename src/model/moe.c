@@ -1,0 +1,135 @@
+// Feed-forward blocks: dense SwiGLU and DeepSeekMoE (spec deepseek-v3 §2.6-2.8,
+// reference-oracle §2.4). Routed experts are evaluated expert-major: the tokens routed to an
+// expert are gathered into one batch, so each expert's weights are read once per forward.
+#include "model/forward_impl.h"
+#include "kernels/cpu/ops.h"
+#include <math.h>
+#include <string.h>
+
+// Index of the largest value among v[0..n) whose taken[] flag is 0 (lowest index on ties).
+static int argmax_free(const float *v, const unsigned char *taken, int n) {
+    int best = -1;
+    for (int i = 0; i < n; i++)
+        if (!taken[i] && (best < 0 || v[i] > v[best])) best = i;
+    return best;
+}
+
+void dsv3_route_token(const dsv3_config *c, const float *logits, const float *bias, int32_t *experts,
+                      float *weights, float *scratch) {
+    const int E = c->n_routed_experts, K = c->num_experts_per_tok;
+    const int G = c->n_group > 0 ? c->n_group : 1, per = E / G;
+    float *s = scratch, *sel = scratch + E, *gs = scratch + 2 * E;
+    unsigned char taken[E > G ? E : G];
+    const int sig = c->scoring == DSV3_SCORE_SIGMOID;
+
+    if (sig) {
+        for (int e = 0; e < E; e++) s[e] = 1.0f / (1.0f + expf(-logits[e]));
+    } else {
+        for (int e = 0; e < E; e++) s[e] = logits[e];
+        dsv3_softmax(s, E);
+    }
+    for (int e = 0; e < E; e++) sel[e] = (sig && bias) ? s[e] + bias[e] : s[e];
+
+    // group limit (V3 always; V2 "group_limited_greedy" has n_group > 1)
+    if (G > 1 && c->topk_group < G) {
+        for (int g = 0; g < G; g++) {
+            const float *v = sel + g * per;
+            if (sig) { // sum of the top-2 biased scores in the group
+                int a = 0;
+                for (int i = 1; i < per; i++) if (v[i] > v[a]) a = i;
+                int b = -1;
+                for (int i = 0; i < per; i++) if (i != a && (b < 0 || v[i] > v[b])) b = i;
+                gs[g] = v[a] + (b >= 0 ? v[b] : 0.0f);
+            } else {   // HF deepseek_v2: max per group
+                float mx = v[0];
+                for (int i = 1; i < per; i++) if (v[i] > mx) mx = v[i];
+                gs[g] = mx;
+            }
+        }
+        memset(taken, 0, (size_t)G);
+        for (int k = 0; k < c->topk_group; k++) taken[argmax_free(gs, taken, G)] = 1;
+        // dropped groups: -inf (V3, HF >= 5.17 and the official code); 0.0 for V2 as HF does
+        for (int g = 0; g < G; g++)
+            if (!taken[g])
+                for (int i = 0; i < per; i++) sel[g * per + i] = sig ? -INFINITY : 0.0f;
+    }
+
+    memset(taken, 0, (size_t)E);
+    for (int k = 0; k < K; k++) taken[argmax_free(sel, taken, E)] = 1;
+    int n = 0;
+    for (int e = 0; e < E; e++) if (taken[e]) { experts[n] = e; weights[n] = s[e]; n++; }
+
+    // norm_topk_prob: V3 (sigmoid). For V2 (softmax) HF ignores the key; DeepSeek's own V2 code
+    // normalises when it is true. Every released V2 config has it false; we follow DeepSeek.
+    if (c->norm_topk_prob) {
+        float sum = 0.0f;
+        for (int k = 0; k < K; k++) sum += weights[k];
+        sum += 1e-20f;
+        for (int k = 0; k < K; k++) weights[k] /= sum;
+    }
+    for (int k = 0; k < K; k++) weights[k] *= c->routed_scaling_factor;
+}
+
+// out (T, d) = down(silu(gate(xn)) ⊙ up(xn)), using w->g / w->u as the inner buffers.
+static void swiglu_mlp(dsv3_fwd_ws *w, const float *xn, int T, const dsv3_mat *gate, const dsv3_mat *up,
+                       const dsv3_mat *down, float *out) {
+    const int I = gate->rows;
+    dsv3_matmul(w->g, xn, gate, T);
+    dsv3_matmul(w->u, xn, up, T);
+    dsv3_swiglu(w->g, w->u, (long)T * I);
+    dsv3_matmul(out, w->g, down, T);
+}
+
+void dsv3_ffn_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, int32_t *tr_e, float *tr_w) {
+    const dsv3_config *c = &f->m->cfg;
+    const dsv3_layer *L = &f->m->layers[layer];
+    const int d = c->hidden_size;
+    if (!L->is_moe) {
+        swiglu_mlp(w, w->xn, T, &L->gate_proj, &L->up_proj, &L->down_proj, w->o);
+        return;
+    }
+    const int E = c->n_routed_experts, K = c->num_experts_per_tok;
+
+    // router in fp32
+    dsv3_matmul(w->rlog, w->xn, &L->router, T);
+    for (int t = 0; t < T; t++)
+        dsv3_route_token(c, w->rlog + (size_t)t * E, c->use_correction_bias ? L->correction_bias : NULL,
+                         w->eidx + (size_t)t * K, w->ew + (size_t)t * K, w->rscratch);
+    if (tr_e) {
+        memcpy(tr_e, w->eidx, sizeof(int32_t) * (size_t)T * K);
+        memcpy(tr_w, w->ew, sizeof(float) * (size_t)T * K);
+    }
+
+    // group (token, weight) pairs by expert: counting sort
+    memset(w->cnt, 0, sizeof(int) * (size_t)(E + 1));
+    for (int i = 0; i < T * K; i++) w->cnt[w->eidx[i]]++;
+    w->off[0] = 0;
+    for (int e = 0; e < E; e++) w->off[e + 1] = w->off[e] + w->cnt[e];
+    memset(w->cnt, 0, sizeof(int) * (size_t)(E + 1));
+    for (int t = 0; t < T; t++)
+        for (int k = 0; k < K; k++) {
+            int e = w->eidx[(size_t)t * K + k], p = w->off[e] + w->cnt[e]++;
+            w->tok[p] = t;
+            w->tokw[p] = w->ew[(size_t)t * K + k];
+        }
+
+    memset(w->o, 0, sizeof(float) * (size_t)T * d);
+    for (int e = 0; e < E; e++) {
+        const int n = w->off[e + 1] - w->off[e];
+        if (n == 0) continue;
+        const int *tk = w->tok + w->off[e];
+        const float *tw = w->tokw + w->off[e];
+        for (int i = 0; i < n; i++) memcpy(w->xe + (size_t)i * d, w->xn + (size_t)tk[i] * d, sizeof(float) * d);
+        swiglu_mlp(w, w->xe, n, &L->exp_gate[e], &L->exp_up[e], &L->exp_down[e], w->ye);
+        for (int i = 0; i < n; i++) {
+            float *dst = w->o + (size_t)tk[i] * d;
+            const float *src = w->ye + (size_t)i * d;
+            const float wt = tw[i];
+            for (int j = 0; j < d; j++) dst[j] += src[j] * wt;
+        }
+    }
+    if (c->n_shared_experts > 0) {
+        swiglu_mlp(w, w->xn, T, &L->sh_gate, &L->sh_up, &L->sh_down, w->ye);
+        for (size_t i = 0; i < (size_t)T * d; i++) w->o[i] += w->ye[i];
+    }
+}

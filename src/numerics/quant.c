@@ -1,0 +1,136 @@
+// Fine-grained quantizers: see quant.h for the semantics and layouts.
+#include "numerics/quant.h"
+#include "core/error.h"
+#include "numerics/bf16.h"
+#include <math.h>
+#include <stdlib.h>
+
+#define T DSV3_QUANT_TILE
+static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+float dsv3_quant_scale(float amax, float fmt_max, dsv3_scale_fmt sf) {
+    if (!(amax >= DSV3_QUANT_AMAX_MIN)) amax = DSV3_QUANT_AMAX_MIN; // also catches NaN
+    float s = amax / fmt_max;
+    if (sf == DSV3_SCALE_UE8M0) s = dsv3_ue8m0_to_f32(dsv3_f32_to_ue8m0_ceil(s));
+    return s;
+}
+
+static inline float tile_amax(const float *x, int n) {
+    float a = 0.0f;
+    for (int i = 0; i < n; i++) a = fmaxf(a, fabsf(x[i]));
+    return a;
+}
+
+void dsv3_quant_1x128_e4m3(uint8_t *q, float *s, const float *x, int M, int K, dsv3_scale_fmt sf) {
+    int nk = ceil_div(K, T);
+    #pragma omp parallel for schedule(static) if ((long)M * K >= (1 << 16))
+    for (int m = 0; m < M; m++)
+        for (int kb = 0; kb < nk; kb++) {
+            const float *xt = x + (size_t)m * K + (size_t)kb * T;
+            uint8_t *qt = q + (size_t)m * K + (size_t)kb * T;
+            int n = K - kb * T < T ? K - kb * T : T;
+            float sc = dsv3_quant_scale(tile_amax(xt, n), DSV3_E4M3_MAX, sf);
+            s[(size_t)m * nk + kb] = sc;
+            #pragma omp simd
+            for (int i = 0; i < n; i++) qt[i] = dsv3_f32_to_e4m3(xt[i] / sc, DSV3_FP8_SATURATE);
+        }
+}
+
+void dsv3_dequant_1x128_e4m3(float *x, const uint8_t *q, const float *s, int M, int K) {
+    int nk = ceil_div(K, T);
+    #pragma omp parallel for schedule(static) if ((long)M * K >= (1 << 16))
+    for (int m = 0; m < M; m++)
+        for (int k = 0; k < K; k++) x[(size_t)m * K + k] = dsv3_e4m3_to_f32(q[(size_t)m * K + k]) * s[(size_t)m * nk + k / T];
+}
+
+void dsv3_quant_1x128_e5m6(uint16_t *q, float *s, const float *x, int M, int K, dsv3_scale_fmt sf) {
+    int nk = ceil_div(K, T);
+    #pragma omp parallel for schedule(static) if ((long)M * K >= (1 << 16))
+    for (int m = 0; m < M; m++)
+        for (int kb = 0; kb < nk; kb++) {
+            const float *xt = x + (size_t)m * K + (size_t)kb * T;
+            uint16_t *qt = q + (size_t)m * K + (size_t)kb * T;
+            int n = K - kb * T < T ? K - kb * T : T;
+            float sc = dsv3_quant_scale(tile_amax(xt, n), DSV3_E5M6_MAX, sf);
+            s[(size_t)m * nk + kb] = sc;
+            #pragma omp simd
+            for (int i = 0; i < n; i++) qt[i] = dsv3_f32_to_e5m6(xt[i] / sc, DSV3_FP8_SATURATE);
+        }
+}
+
+void dsv3_dequant_1x128_e5m6(float *x, const uint16_t *q, const float *s, int M, int K) {
+    int nk = ceil_div(K, T);
+    #pragma omp parallel for schedule(static) if ((long)M * K >= (1 << 16))
+    for (int m = 0; m < M; m++)
+        for (int k = 0; k < K; k++) x[(size_t)m * K + k] = dsv3_e5m6_to_f32(q[(size_t)m * K + k]) * s[(size_t)m * nk + k / T];
+}
+
+void dsv3_quant_128x128_e4m3(uint8_t *q, float *s, const float *w, int N, int K, dsv3_scale_fmt sf) {
+    int nn = ceil_div(N, T), nk = ceil_div(K, T);
+    #pragma omp parallel for collapse(2) schedule(static) if ((long)N * K >= (1 << 16))
+    for (int nb = 0; nb < nn; nb++)
+        for (int kb = 0; kb < nk; kb++) {
+            int r0 = nb * T, r1 = r0 + T < N ? r0 + T : N, c0 = kb * T, cn = K - c0 < T ? K - c0 : T;
+            float amax = 0.0f;
+            for (int r = r0; r < r1; r++) amax = fmaxf(amax, tile_amax(w + (size_t)r * K + c0, cn));
+            float sc = dsv3_quant_scale(amax, DSV3_E4M3_MAX, sf);
+            s[(size_t)nb * nk + kb] = sc;
+            for (int r = r0; r < r1; r++) {
+                const float *wr = w + (size_t)r * K + c0;
+                uint8_t *qr = q + (size_t)r * K + c0;
+                #pragma omp simd
+                for (int i = 0; i < cn; i++) qr[i] = dsv3_f32_to_e4m3(wr[i] / sc, DSV3_FP8_SATURATE);
+            }
+        }
+}
+
+void dsv3_dequant_128x128_e4m3(float *w, const uint8_t *q, const float *s, int N, int K) {
+    int nk = ceil_div(K, T);
+    #pragma omp parallel for schedule(static) if ((long)N * K >= (1 << 16))
+    for (int r = 0; r < N; r++) {
+        const float *sr = s + (size_t)(r / T) * nk;
+        for (int k = 0; k < K; k++) w[(size_t)r * K + k] = dsv3_e4m3_to_f32(q[(size_t)r * K + k]) * sr[k / T];
+    }
+}
+
+void dsv3_dequant_128x128_e4m3_bf16(uint16_t *w, const uint8_t *q, const float *s, int N, int K) {
+    int nk = ceil_div(K, T);
+    #pragma omp parallel for schedule(static) if ((long)N * K >= (1 << 16))
+    for (int r = 0; r < N; r++) {
+        const float *sr = s + (size_t)(r / T) * nk;
+        for (int k = 0; k < K; k++)
+            w[(size_t)r * K + k] = dsv3_f32_to_bf16(dsv3_e4m3_to_f32(q[(size_t)r * K + k]) * sr[k / T]);
+    }
+}
+
+// Re-tiling: column k of x (all M tokens) becomes row k of xᵀ, quantized in 1×128 tiles along M.
+// Each thread dequantizes one column at a time into a scratch row (M floats) and requantizes it.
+void dsv3_quant_retile_1x128_t_e4m3(uint8_t *qt, float *st, const uint8_t *q, const float *s, int M, int K,
+                                    dsv3_scale_fmt sf) {
+    int nk = ceil_div(K, T);
+    #pragma omp parallel if ((long)M * K >= (1 << 16))
+    {
+        float *col = dsv3_malloc(sizeof(float) * (size_t)(M > 0 ? M : 1));
+        #pragma omp for schedule(static)
+        for (int k = 0; k < K; k++) {
+            for (int m = 0; m < M; m++) col[m] = dsv3_e4m3_to_f32(q[(size_t)m * K + k]) * s[(size_t)m * nk + k / T];
+            dsv3_quant_1x128_e4m3(qt + (size_t)k * M, st + (size_t)k * ceil_div(M, T), col, 1, M, sf);
+        }
+        free(col);
+    }
+}
+
+void dsv3_quant_retile_1x128_t_e5m6(uint16_t *qt, float *st, const uint16_t *q, const float *s, int M, int K,
+                                    dsv3_scale_fmt sf) {
+    int nk = ceil_div(K, T);
+    #pragma omp parallel if ((long)M * K >= (1 << 16))
+    {
+        float *col = dsv3_malloc(sizeof(float) * (size_t)(M > 0 ? M : 1));
+        #pragma omp for schedule(static)
+        for (int k = 0; k < K; k++) {
+            for (int m = 0; m < M; m++) col[m] = dsv3_e5m6_to_f32(q[(size_t)m * K + k]) * s[(size_t)m * nk + k / T];
+            dsv3_quant_1x128_e5m6(qt + (size_t)k * M, st + (size_t)k * ceil_div(M, T), col, 1, M, sf);
+        }
+        free(col);
+    }
+}

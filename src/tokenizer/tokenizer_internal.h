@@ -1,0 +1,29 @@
+// Internals shared by the tokenizer source files (not part of the public API).
+#pragma once
+#include "tokenizer/tokenizer.h"
+#include <oniguruma.h>
+
+#define DSV3_PRETOK_MAX_STEPS 8
+
+// A pre-tokenizer: a chain of regex Split(behavior=Isolated, invert=false) steps, each re-splitting
+// the pieces of the previous one. ByteLevel(use_regex=true) contributes the GPT-2 regex as a step.
+typedef struct {
+    int nsteps;
+    regex_t *re[DSV3_PRETOK_MAX_STEPS];
+    int prefix_space_at; // ByteLevel add_prefix_space: prepend ' ' to pieces entering this step (-1: never)
+} dsv3_pretok;
+
+// The GPT-2 pattern that HF ByteLevel(use_regex=true) applies (it is not stored in tokenizer.json).
+extern const char dsv3_gpt2_pattern[];
+
+// Compile one pattern (Oniguruma, Ruby syntax = the onig crate default, UTF-8). `literal` escapes
+// it first (Split pattern {"String": ...}). Returns 0 or -1 with dsv3_error().
+int dsv3_pretok_add_step(dsv3_pretok *p, const char *pattern, size_t len, int literal);
+void dsv3_pretok_free(dsv3_pretok *p);
+// Split `text` into pieces (see dsv3_pretokenize_deepseek_v3 for the contract).
+int dsv3_pretok_run(const dsv3_pretok *p, const char *text, size_t len, dsv3_piece_fn fn, void *ctx);
+// Length of the longest prefix of s that is valid UTF-8 (Rust/Unicode rules: no overlongs, no
+// surrogates, nothing above U+10FFFF).
+size_t dsv3_utf8_valid_prefix(const unsigned char *s, size_t len);
+// Length of the valid UTF-8 sequence starting at s[0] (1..4), or 0 if s[0] does not start one.
+int dsv3_utf8_seq_len(const unsigned char *s, size_t len);

@@ -1,0 +1,130 @@
+// Training data: documents -> tokens (+ FIM) -> packed rows -> binary shards + manifest, and the
+// reader the trainer uses. Layouts and rules are in docs/DATA.md; in short:
+//
+//   documents  a .jsonl input gives one document per non-empty line (its string field "text");
+//              any other file is one document (the whole file).
+//   document   [BOS] body [EOS]; with probability fim_rate the body is FIM'd in PSM form:
+//              <｜fim▁begin｜> prefix <｜fim▁hole｜> suffix <｜fim▁end｜> middle, cut at two uniformly
+//              random character (code point) positions; the three parts are tokenized separately.
+//   split      each document goes to val with probability val_fraction, else train (seeded).
+//   rows       seq_len+1 tokens each (inputs = row[0..L), targets = row[1..L]); packing "bestfit"
+//              (Ding et al. 2024, as in DeepSeek-V3): documents longer than L+1 are cut into L+1-token
+//              chunks, chunks are packed best-fit-decreasing, the rest of a row is PAD (mask the
+//              targets equal to pad_id); packing "concat": one stream cut into rows overlapping by one
+//              token, no padding. No cross-document attention mask in either.
+//   shard      64-byte header (magic "DSV3TOKS", version, vocab, seq_len, rows, tokens, pad id,
+//              payload checksum) + rows x (seq_len+1) little-endian uint32.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+// ---------------------------------------------------------------------------------------------
+// Documents
+
+typedef struct { const char *text; size_t len; } dsv3_doc;
+
+typedef struct {
+    dsv3_doc *docs;  // (n)
+    size_t n, cap;
+    char **bufs;     // owned text buffers
+    size_t nbufs, bufs_cap;
+    size_t bytes;    // total text bytes
+} dsv3_doclist;
+
+// Append the documents of `path` (rules above). Returns 0, or -1 with dsv3_error() naming the
+// file and line (malformed JSON, a line without a string "text").
+int dsv3_doclist_read(dsv3_doclist *dl, const char *path);
+void dsv3_doclist_free(dsv3_doclist *dl);
+
+// ---------------------------------------------------------------------------------------------
+// Preparation
+
+typedef struct dsv3_tokenizer dsv3_tokenizer;
+
+typedef struct {
+    const char *tokenizer_path; // recorded in the manifest (with its SHA-256)
+    const char *out_dir;        // created if missing
+    int seq_len;                // L: rows hold L+1 tokens
+    double fim_rate;            // fraction of documents in PSM FIM form
+    double val_fraction;        // fraction of documents in the validation split
+    uint64_t seed;
+    int add_bos;                // 1: every document starts with BOS
+    int bestfit;                // 1: best-fit packing with PAD, 0: concatenate and cut
+    uint64_t shard_rows;        // rows per shard file (last one shorter)
+    int threads;                // <= 0: OpenMP default
+    int progress;               // progress lines on stderr
+} dsv3_data_prepare_opts;
+
+typedef struct {
+    uint64_t documents[2], fim_documents[2]; // [0] train, [1] val
+    uint64_t doc_tokens[2];                  // tokens of the documents (incl. BOS/EOS/FIM sentinels)
+    uint64_t rows[2], pad_tokens[2], shards[2];
+    uint64_t input_bytes;
+    double seconds_tokenize, seconds_total;
+} dsv3_data_prepare_stats;
+
+// Special ids the preparation uses (looked up by name in the tokenizer).
+typedef struct { int32_t bos, eos, pad, fim_begin, fim_hole, fim_end; } dsv3_data_special_ids;
+int dsv3_data_special_ids_get(const dsv3_tokenizer *tok, dsv3_data_special_ids *ids, int need_fim);
+
+// One document -> tokens, FIM'd or not (`u_fim`, `u_cut1`, `u_cut2` in [0,1): the caller's random
+// draws; FIM when u_fim < fim_rate). *out is malloc'd. Returns 0 or -1.
+int dsv3_data_encode_document(const dsv3_tokenizer *tok, const dsv3_data_special_ids *ids, const char *text,
+                              size_t len, int add_bos, double fim_rate, double u_fim, double u_cut1, double u_cut2,
+                              int32_t **out, size_t *n, int *did_fim);
+
+// The whole pipeline: documents -> shards + manifest.json in opts->out_dir. Deterministic for a
+// seed (independent of the thread count). Returns 0 or -1.
+int dsv3_data_prepare(const dsv3_tokenizer *tok, const dsv3_doclist *docs, const dsv3_data_prepare_opts *opts,
+                      dsv3_data_prepare_stats *stats);
+
+// Deterministic per-document random numbers: uniform double in [0,1) for (seed, doc, draw).
+double dsv3_data_uniform(uint64_t seed, uint64_t doc, uint64_t draw);
+
+// ---------------------------------------------------------------------------------------------
+// Shards
+
+#define DSV3_SHARD_MAGIC "DSV3TOKS"
+#define DSV3_SHARD_VERSION 1u
+#define DSV3_SHARD_HEADER_BYTES 64
+
+typedef struct {
+    uint32_t version, header_bytes, vocab_size, seq_len;
+    uint64_t rows, tokens;   // tokens = rows * (seq_len + 1)
+    uint32_t pad_id;         // 0xFFFFFFFF when the shard has no padding
+    uint64_t checksum;       // FNV-1a 64 of the payload bytes
+} dsv3_shard_header;
+
+// Write a shard atomically. rows x (seq_len+1) tokens. Returns 0 or -1.
+int dsv3_shard_write(const char *path, const uint32_t *tokens, uint64_t rows, uint32_t seq_len, uint32_t vocab_size,
+                     uint32_t pad_id);
+// Parse and validate a header against the file size (bad magic, version, truncation, sizes).
+int dsv3_shard_parse_header(const unsigned char *data, size_t size, const char *path, dsv3_shard_header *h);
+uint64_t dsv3_fnv1a64(const void *data, size_t n);
+
+// ---------------------------------------------------------------------------------------------
+// Reader (for training)
+
+typedef struct dsv3_data dsv3_data;
+
+// Open one split ("train" or "val") of a prepared directory's manifest.json. Every shard header is
+// validated against the manifest (vocab, seq_len, rows) and its file size; verify=1 also checks
+// each payload checksum (reads everything once). NULL + dsv3_error() on any problem.
+dsv3_data *dsv3_data_open(const char *manifest_path, const char *split, int verify);
+void dsv3_data_close(dsv3_data *d);
+uint64_t dsv3_data_num_rows(const dsv3_data *d);
+int dsv3_data_seq_len(const dsv3_data *d);     // L; a row has L+1 tokens
+int dsv3_data_vocab_size(const dsv3_data *d);
+int64_t dsv3_data_pad_id(const dsv3_data *d);  // -1 when there is no padding
+// Row i (0 <= i < num_rows): L+1 tokens, pointing into the mapped shard (valid until close).
+const uint32_t *dsv3_data_row(const dsv3_data *d, uint64_t i);
+
+// The rows rank `rank` of `world` reads in epoch `epoch`: a permutation of all rows seeded by
+// (seed, epoch), identical on every rank, dealt round-robin (rank r takes positions r, r+w, ...).
+// drop_remainder=1 gives every rank floor(n/w) rows (the last n%w of the permutation are skipped
+// this epoch); 0 gives the first n%w ranks one more. *rows is malloc'd. Returns 0 or -1.
+int dsv3_data_epoch_rows(uint64_t n_rows, uint64_t seed, uint64_t epoch, int rank, int world, int drop_remainder,
+                         uint64_t **rows, uint64_t *n);
+
+// SHA-256 of a file as 64 hex chars + NUL. Returns 0 or -1.
+int dsv3_sha256_file(const char *path, char hex[65]);

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# dsv3 tokenize / detokenize: ids, --bos, --jsonl, byte round trips, errors (exit 2).
+source tests/cli/lib.bash
+TOK=models/deepseek-v3/tokenizer.json
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+
+check "tokenize --help" bash -c "\"$DSV3\" tokenize --help | grep -q usage"
+check "detokenize --help" bash -c "\"$DSV3\" detokenize --help | grep -q usage"
+# ids from tests/fixtures/tokenizer/deepseek-v3-cases.jsonl (HF tokenizers)
+check "tokenize ids" test "$(printf 'Hello, world!' | "$DSV3" tokenize --tokenizer $TOK)" = "19923 14 2058 3"
+check "default tokenizer" test "$(printf 'Hello, world!' | "$DSV3" tokenize)" = "19923 14 2058 3"
+check "--bos" test "$(printf 'Hello, world!' | "$DSV3" tokenize --bos)" = "0 19923 14 2058 3"
+check "empty input" test "$(printf '' | "$DSV3" tokenize)" = ""
+check "detokenize" test "$(echo '19923 14 2058 3' | "$DSV3" detokenize)" = "Hello, world!"
+check "detokenize --skip-special" test "$(echo '0 19923 14 2058 3 1' | "$DSV3" detokenize --skip-special)" = "Hello, world!"
+check "detokenize keeps special" test "$(echo '0 19923' | "$DSV3" detokenize)" = "<｜begin▁of▁sentence｜>Hello"
+# round trip of arbitrary bytes (invalid UTF-8 included) and of a file with CRLF and a trailing newline
+head -c 20000 /dev/urandom > "$T/rand.bin"
+"$DSV3" tokenize < "$T/rand.bin" | "$DSV3" detokenize > "$T/rand.out"
+check "random bytes round trip" cmp -s "$T/rand.bin" "$T/rand.out"
+printf 'line one\r\n\tline two <｜User｜> 123456\n\n' > "$T/crlf.txt"
+"$DSV3" tokenize < "$T/crlf.txt" | "$DSV3" detokenize > "$T/crlf.out"
+check "CRLF text round trip" cmp -s "$T/crlf.txt" "$T/crlf.out"
+# --jsonl
+printf '{"text":"Hello, world!"}\n{"text":""}\n\n{"text":"hello world","id":3}\n' > "$T/in.jsonl"
+check "--jsonl" test "$("$DSV3" tokenize --jsonl < "$T/in.jsonl")" = "$(printf '[19923,14,2058,3]\n[]\n[33310,2058]')"
+check "--jsonl --bos" test "$(printf '{"text":"hello world"}\n' | "$DSV3" tokenize --jsonl --bos)" = "[0,33310,2058]"
+# errors: exit 2 with a message
+expect_exit 2 "bad jsonl line" bash -c "printf '{\"text\":\"ok\"}\nnot json\n' | \"$DSV3\" tokenize --jsonl"
+check "bad jsonl names the line" bash -c "printf '{\"text\":\"ok\"}\n{\"txt\":1}\n' | \"$DSV3\" tokenize --jsonl 2>&1 >/dev/null | grep -q 'line 2'"
+expect_exit 2 "detokenize bad id" bash -c "echo '1 2 999999' | \"$DSV3\" detokenize"
+expect_exit 2 "detokenize non-number" bash -c "echo '1 x 2' | \"$DSV3\" detokenize"
+expect_exit 2 "detokenize negative" bash -c "echo '-1' | \"$DSV3\" detokenize"
+expect_exit 2 "missing tokenizer file" bash -c "echo hi | \"$DSV3\" tokenize --tokenizer $T/nope.json"
+echo '{"model": {"type": "Unigram"}}' > "$T/unigram.json"
+expect_exit 2 "unsupported model type" bash -c "echo hi | \"$DSV3\" tokenize --tokenizer $T/unigram.json"
+echo 'not json' > "$T/bad.json"
+expect_exit 2 "not JSON" bash -c "echo hi | \"$DSV3\" detokenize --tokenizer $T/bad.json"
+expect_exit 2 "unknown option" "$DSV3" tokenize --frobnicate
+finish

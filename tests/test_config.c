@@ -1,0 +1,254 @@
+// config.json reader and `dsv3 info` counts.
+// Expected counts are exact arithmetic from the tensor shapes (spec deepseek-v3.md §3.5), checked
+// against the published headline numbers (671B total, 37B active, 70,272 KV bytes/token).
+#include "test.h"
+#include "core/error.h"
+#include "model/config.h"
+#include "core/fileio.h"
+#include <stdint.h>
+
+static int parse(dsv3_config *c, const char *json) { return dsv3_config_parse(c, json, "test.json"); }
+
+// A config that must be refused with a message naming the file and containing `want` (usually the field).
+static void expect_bad(const char *json, const char *want) {
+    dsv3_config c;
+    dsv3_error_clear();
+    int rc = parse(&c, json);
+    CHECK(rc == -1, "should fail (%s): %s", want, json);
+    CHECK(strstr(dsv3_error(), "test.json") != NULL, "message names the file: %s", dsv3_error());
+    CHECK(strstr(dsv3_error(), want) != NULL, "message mentions '%s': %s", want, dsv3_error());
+}
+
+static void test_v3_real(void) {
+    dsv3_config c;
+    CHECK(dsv3_config_load(&c, "configs/deepseek-v3.json") == 0, "load v3: %s", dsv3_error());
+    CHECK(strcmp(c.model_type, "deepseek_v3") == 0, "model_type");
+    CHECK(c.vocab_size == 129280 && c.hidden_size == 7168 && c.intermediate_size == 18432 && c.moe_intermediate_size == 2048,
+          "dims");
+    CHECK(c.num_hidden_layers == 61 && c.num_nextn_predict_layers == 1 && c.first_k_dense_replace == 3, "layers");
+    CHECK(c.num_attention_heads == 128 && c.q_lora_rank == 1536 && c.kv_lora_rank == 512 && c.qk_nope_head_dim == 128 &&
+              c.qk_rope_head_dim == 64 && c.v_head_dim == 128 && dsv3_qk_head_dim(&c) == 192, "attention dims");
+    CHECK(c.n_routed_experts == 256 && c.n_shared_experts == 1 && c.num_experts_per_tok == 8 && c.n_group == 8 &&
+              c.topk_group == 4, "experts");
+    CHECK(c.scoring == DSV3_SCORE_SIGMOID && c.use_correction_bias && c.norm_topk_prob && c.routed_scaling_factor == 2.5f,
+          "routing");
+    CHECK(c.rope_type == DSV3_ROPE_YARN && c.rope_theta == 10000 && c.rope_factor == 40 &&
+              c.original_max_position_embeddings == 4096 && c.beta_fast == 32 && c.beta_slow == 1 && c.mscale == 1.0 &&
+              c.mscale_all_dim == 1.0 && c.max_position_embeddings == 163840 && c.rope_interleave == 1, "rope");
+    CHECK(c.fp8 && c.weight_block_rows == 128 && c.weight_block_cols == 128 && !c.scale_fmt_ue8m0, "fp8");
+    CHECK(c.rms_norm_eps == 1e-6f && !c.attention_bias && !c.tie_word_embeddings && c.bos_token_id == 0 && c.eos_token_id == 1,
+          "misc");
+    CHECK(strcmp(c.dtype, "bfloat16") == 0 && strcmp(c.topk_method, "noaux_tc") == 0, "dtype / topk_method strings");
+    CHECK(!dsv3_layer_is_moe(&c, 2) && dsv3_layer_is_moe(&c, 3) && dsv3_layer_is_moe(&c, 61), "layer kinds");
+
+    // Counts: exact arithmetic from the shapes (spec §3.5).
+    dsv3_counts k;
+    dsv3_config_counts(&c, &k);
+    CHECK(k.attn_params_per_layer == 187107328.0, "attention per layer %.0f", k.attn_params_per_layer);
+    CHECK(k.dense_ffn_params_per_layer == 396361728.0, "dense FFN %.0f", k.dense_ffn_params_per_layer);
+    CHECK(k.expert_params == 44040192.0, "expert %.0f", k.expert_params);
+    CHECK(k.moe_ffn_params_per_layer == 11320164608.0, "MoE layer %.0f", k.moe_ffn_params_per_layer);
+    CHECK(k.embed_params == 926679040.0 && k.head_params == 926679040.0, "embedding / head");
+    // total = embedding + head + final norm + 61 x (attention + 2 block norms) + 3 dense + 58 MoE
+    const double d = 7168, total = 2 * 926679040.0 + d + 61 * (187107328.0 + 2 * d) + 3 * 396361728.0 + 58 * 11320164608.0;
+    CHECK(k.total_params == total, "total %.0f vs %.0f", k.total_params, total);
+    CHECK(t_close(k.total_params, 671.03e9, 0.005e9, 0), "671.03B total: %.0f", k.total_params);
+    // active: 248 unused routed experts in each of 58 MoE layers
+    CHECK(k.active_params == total - 58 * 248 * 44040192.0, "active %.0f", k.active_params);
+    CHECK(t_close(k.active_params, 37.55e9, 0.005e9, 0), "37.55B active: %.0f", k.active_params);
+    // MTP: enorm + hnorm + shared_head.norm + eh_proj (d x 2d) + a MoE decoder layer = 11.61B (spec §3.5)
+    CHECK(k.mtp_params == 3 * d + 2 * d * d + 187107328.0 + 2 * d + 11320164608.0, "mtp %.0f", k.mtp_params);
+    CHECK(t_close(k.mtp_params, 11.61e9, 0.005e9, 0), "11.61B MTP");
+    CHECK(t_close(k.mtp_active_params, 2.54e9, 0.005e9, 0), "2.54B MTP active (spec §3.5): %.0f", k.mtp_active_params);
+    CHECK(k.kv_bytes_per_token == 70272.0, "MLA KV bytes %.0f", k.kv_bytes_per_token);
+    CHECK(k.mha_kv_bytes_per_token == 128.0 * (192 + 128) * 2 * 61, "MHA KV bytes %.0f", k.mha_kv_bytes_per_token);
+    // FLOPs: 2 x (active - embedding - vector params). Vector params: final norm, 61 x (2d + q_lora + kv_lora)
+    // block/inner norms, 58 x 256 correction biases.
+    const double vec = d + 61 * (2 * d + 1536 + 512) + 58 * 256.0;
+    CHECK(k.active_matmul_params == k.active_params - 926679040.0 - vec, "active matmul %.0f", k.active_matmul_params);
+    CHECK(k.flops_per_token == 2 * k.active_matmul_params, "flops");
+    CHECK(k.attn_flops_per_ctx_token == 2.0 * 61 * 128 * (192 + 128), "attention flops per position");
+}
+
+static void test_v2_lite(void) {
+    dsv3_config c;
+    CHECK(dsv3_config_load(&c, "configs/deepseek-v2-lite.json") == 0, "load v2-lite: %s", dsv3_error());
+    CHECK(strcmp(c.model_type, "deepseek_v2") == 0 && c.q_lora_rank == 0 && c.kv_lora_rank == 512, "v2 attention");
+    CHECK(c.scoring == DSV3_SCORE_SOFTMAX && !c.use_correction_bias && !c.norm_topk_prob && c.routed_scaling_factor == 1.0f,
+          "v2 routing");
+    CHECK(c.n_routed_experts == 64 && c.n_shared_experts == 2 && c.num_experts_per_tok == 6 && c.n_group == 1 &&
+              c.topk_group == 1 && c.first_k_dense_replace == 1 && c.num_nextn_predict_layers == 0, "v2 experts");
+    CHECK(c.rope_type == DSV3_ROPE_YARN && c.mscale == 0.707 && c.mscale_all_dim == 0.707 && c.rope_factor == 40, "v2 yarn");
+    CHECK(c.bos_token_id == 100000 && c.eos_token_id == 100001 && !c.fp8, "v2 misc");
+    dsv3_counts k;
+    dsv3_config_counts(&c, &k);
+    // DeepSeek-V2 paper: V2-Lite has 15.7B total parameters.
+    CHECK(t_close(k.total_params, 15.7e9, 0.05e9, 0), "V2-Lite 15.7B total: %.0f", k.total_params);
+    CHECK(k.kv_bytes_per_token == 576.0 * 2 * 27, "V2-Lite KV bytes");
+    CHECK(k.mtp_params == 0, "no MTP");
+}
+
+static void test_small_configs(void) {
+    // The shipped small configs parse, and have the sizes docs/MODEL.md promises.
+    dsv3_config c;
+    dsv3_counts k;
+    CHECK(dsv3_config_load(&c, "configs/nano.json") == 0, "nano: %s", dsv3_error());
+    dsv3_config_counts(&c, &k);
+    CHECK(k.total_params < 1e6 && c.num_nextn_predict_layers == 1, "nano is tiny with MTP");
+    CHECK(dsv3_config_load(&c, "configs/tiny.json") == 0, "tiny: %s", dsv3_error());
+    dsv3_config_counts(&c, &k);
+    CHECK(k.total_params > 5e6 && k.total_params < 20e6, "tiny ~10M: %.0f", k.total_params);
+    CHECK(dsv3_config_load(&c, "configs/small.json") == 0, "small: %s", dsv3_error());
+    dsv3_config_counts(&c, &k);
+    CHECK(k.total_params >= 0.5e9 && k.total_params <= 1e9, "small 0.5-1B: %.0f", k.total_params);
+    CHECK(c.num_nextn_predict_layers == 1 && c.scoring == DSV3_SCORE_SIGMOID && c.n_group > 1, "small: MTP + sigmoid groups");
+}
+
+static void test_forms_and_defaults(void) {
+    dsv3_config c;
+    // HF defaults (DeepseekV3Config): no rope scaling, max_position_embeddings 4096, q_lora 1536, no MTP.
+    CHECK(parse(&c, "{\"model_type\": \"deepseek_v3\"}") == 0, "minimal v3: %s", dsv3_error());
+    CHECK(c.hidden_size == 7168 && c.max_position_embeddings == 4096 && c.rope_type == DSV3_ROPE_DEFAULT &&
+              c.rope_theta == 10000 && c.q_lora_rank == 1536 && c.num_nextn_predict_layers == 0 && c.rope_interleave == 1 &&
+              c.num_key_value_heads == 128 && !c.fp8 && c.use_correction_bias && c.n_group == 8, "v3 defaults");
+    // transformers 5: rope_parameters + dtype; head_dim (= qk_rope_head_dim in HF) is not the head size.
+    CHECK(parse(&c, "{\"model_type\": \"deepseek_v3\", \"head_dim\": 64, \"qk_head_dim\": 192, \"dtype\": \"float32\","
+                    " \"max_position_embeddings\": 2048, \"rope_parameters\": {\"rope_type\": \"yarn\", \"rope_theta\": 50000,"
+                    " \"factor\": 8, \"original_max_position_embeddings\": 256, \"beta_fast\": 16, \"beta_slow\": 2,"
+                    " \"mscale_all_dim\": 0.5}, \"rope_interleave\": false}") == 0,
+          "v5 form: %s", dsv3_error());
+    CHECK(c.rope_type == DSV3_ROPE_YARN && c.rope_theta == 50000 && c.rope_factor == 8 &&
+              c.original_max_position_embeddings == 256 && c.beta_fast == 16 && c.beta_slow == 2 && c.mscale == 0 &&
+              c.mscale_all_dim == 0.5 && c.rope_interleave == 0 && strcmp(c.dtype, "float32") == 0, "v5 rope_parameters");
+    CHECK(c.qk_nope_head_dim == 128 && c.qk_rope_head_dim == 64 && c.v_head_dim == 128, "head_dim ignored");
+    CHECK(parse(&c, "{\"model_type\": \"deepseek_v3\", \"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 1000000}}") == 0 &&
+              c.rope_type == DSV3_ROPE_DEFAULT && c.rope_theta == 1e6, "v5 default rope");
+    // v4 rope_scaling with "rope_type" instead of "type"; factor derived from the lengths when absent.
+    CHECK(parse(&c, "{\"model_type\": \"deepseek_v3\", \"max_position_embeddings\": 8192, \"rope_theta\": 20000,"
+                    " \"rope_scaling\": {\"rope_type\": \"yarn\", \"original_max_position_embeddings\": 1024}}") == 0 &&
+              c.rope_type == DSV3_ROPE_YARN && c.rope_factor == 8 && c.rope_theta == 20000 && c.beta_fast == 32 && c.beta_slow == 1,
+          "rope_scaling.rope_type, derived factor: %s", dsv3_error());
+    CHECK(parse(&c, "{\"model_type\": \"deepseek_v3\", \"rope_scaling\": null, \"q_lora_rank\": null, \"torch_dtype\": \"bfloat16\","
+                    " \"eos_token_id\": [1, 2], \"quantization_config\": {\"quant_method\": \"fp8\", \"weight_block_size\": [64, 32],"
+                    " \"scale_fmt\": \"ue8m0\"}}") == 0, "nulls: %s", dsv3_error());
+    CHECK(c.q_lora_rank == 0 && c.rope_type == DSV3_ROPE_DEFAULT && c.eos_token_id == 1 && c.fp8 && c.weight_block_rows == 64 &&
+              c.weight_block_cols == 32 && c.scale_fmt_ue8m0 && strcmp(c.dtype, "bfloat16") == 0, "null q_lora, block size");
+    // v2: softmax and no correction bias unless noaux_tc; greedy means one group
+    CHECK(parse(&c, "{\"model_type\": \"deepseek_v2\", \"num_experts_per_tok\": 6}") == 0 && c.scoring == DSV3_SCORE_SOFTMAX &&
+              !c.use_correction_bias && c.max_position_embeddings == 2048, "v2 defaults: %s", dsv3_error());
+    CHECK(parse(&c, "{\"model_type\": \"deepseek_v2\", \"num_experts_per_tok\": 6, \"n_routed_experts\": 160, \"n_group\": 8,"
+                    " \"topk_group\": 3, \"topk_method\": \"group_limited_greedy\"}") == 0 && c.n_group == 8 && c.topk_group == 3,
+          "v2 group_limited_greedy");
+    CHECK(parse(&c, "{\"model_type\": \"deepseek_v2\", \"num_experts_per_tok\": 6, \"n_group\": 8, \"topk_group\": 3}") == 0 &&
+              c.n_group == 1 && c.topk_group == 1, "v2 greedy ignores groups");
+    CHECK(parse(&c, "{\"model_type\": \"deepseek_v2\", \"num_experts_per_tok\": 6, \"topk_method\": \"noaux_tc\","
+                    " \"scoring_func\": \"sigmoid\", \"n_group\": 4, \"topk_group\": 2}") == 0 && c.use_correction_bias &&
+              c.scoring == DSV3_SCORE_SIGMOID, "v2 noaux_tc");
+    CHECK(dsv3_config_load(&c, "tests/fixtures/bad/does-not-exist.json") == -1 && strstr(dsv3_error(), "does-not-exist.json"),
+          "missing file");
+}
+
+static void test_bad(void) {
+#define V3 "{\"model_type\": \"deepseek_v3\", "
+    expect_bad("{\"model_type\": \"deepseek_v3\",", "malformed JSON");
+    expect_bad("", "malformed JSON");
+    expect_bad("[1, 2]", "top level");
+    expect_bad("{\"hidden_size\": 16}", "model_type");
+    expect_bad("{\"model_type\": \"llama\"}", "model_type");
+    expect_bad("{\"model_type\": 3}", "model_type");
+    expect_bad(V3 "\"hidden_size\": 0}", "hidden_size");
+    expect_bad(V3 "\"hidden_size\": 16, \"hidden_size\": 32}", "hidden_size");
+    expect_bad(V3 "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4, \"factor\": 8}}", "factor");
+    expect_bad(V3 "\"hidden_size\": -8}", "hidden_size");
+    expect_bad(V3 "\"hidden_size\": \"big\"}", "hidden_size");
+    expect_bad(V3 "\"hidden_size\": 7.5}", "hidden_size");
+    expect_bad(V3 "\"hidden_size\": 1e999}", "hidden_size");
+    expect_bad(V3 "\"hidden_size\": NaN}", "malformed JSON"); // not JSON at all
+    expect_bad(V3 "\"vocab_size\": [1]}", "vocab_size");
+    expect_bad(V3 "\"num_attention_heads\": 0}", "num_attention_heads");
+    expect_bad(V3 "\"num_key_value_heads\": 8}", "num_key_value_heads");
+    expect_bad(V3 "\"n_routed_experts\": 100}", "n_routed_experts"); // not divisible by 8 groups
+    expect_bad(V3 "\"n_routed_experts\": 8, \"num_experts_per_tok\": 1}", "n_group"); // 1 expert per group, top-2 sums
+    expect_bad(V3 "\"topk_group\": 9}", "topk_group");
+    expect_bad(V3 "\"topk_group\": 0}", "topk_group");
+    expect_bad(V3 "\"num_experts_per_tok\": 129}", "num_experts_per_tok"); // > 4 groups x 32
+    expect_bad(V3 "\"num_experts_per_tok\": 0}", "num_experts_per_tok");
+    expect_bad(V3 "\"qk_rope_head_dim\": 63}", "qk_rope_head_dim");
+    expect_bad(V3 "\"moe_layer_freq\": 2}", "moe_layer_freq");
+    expect_bad(V3 "\"hidden_act\": \"gelu\"}", "hidden_act");
+    expect_bad(V3 "\"scoring_func\": \"relu\"}", "scoring_func");
+    expect_bad(V3 "\"topk_method\": \"random\"}", "topk_method");
+    expect_bad(V3 "\"rms_norm_eps\": 0}", "rms_norm_eps");
+    expect_bad(V3 "\"rms_norm_eps\": -1e-6}", "rms_norm_eps");
+    expect_bad(V3 "\"routed_scaling_factor\": -2.5}", "routed_scaling_factor");
+    expect_bad(V3 "\"rope_theta\": 0}", "rope_theta");
+    expect_bad(V3 "\"norm_topk_prob\": \"yes\"}", "norm_topk_prob");
+    expect_bad(V3 "\"max_position_embeddings\": 0}", "max_position_embeddings");
+    expect_bad(V3 "\"num_hidden_layers\": 0}", "num_hidden_layers");
+    expect_bad(V3 "\"num_nextn_predict_layers\": -1}", "num_nextn_predict_layers");
+    expect_bad(V3 "\"first_k_dense_replace\": -1}", "first_k_dense_replace");
+    expect_bad(V3 "\"num_attention_heads\": 100000000}", "too large");
+    expect_bad(V3 "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 0, \"original_max_position_embeddings\": 4096}}", "factor");
+    expect_bad(V3 "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": -4, \"original_max_position_embeddings\": 4096}}", "factor");
+    expect_bad(V3 "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4, \"original_max_position_embeddings\": -1}}",
+               "original_max_position_embeddings");
+    expect_bad(V3 "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4, \"beta_fast\": 1, \"beta_slow\": 32}}", "beta_fast");
+    expect_bad(V3 "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": \"forty\"}}", "factor");
+    expect_bad(V3 "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 4}}", "rope_type");
+    expect_bad(V3 "\"rope_scaling\": \"yarn\"}", "rope_scaling");
+    expect_bad(V3 "\"rope_parameters\": {\"rope_type\": \"yarn\", \"factor\": 4, \"mscale\": -1}}", "mscale");
+    expect_bad(V3 "\"quantization_config\": {\"quant_method\": \"gptq\"}}", "quant_method");
+    expect_bad(V3 "\"quantization_config\": {\"quant_method\": \"fp8\", \"weight_block_size\": [128]}}", "weight_block_size");
+    expect_bad(V3 "\"quantization_config\": {\"quant_method\": \"fp8\", \"weight_block_size\": [0, 128]}}", "weight_block_size");
+    expect_bad(V3 "\"quantization_config\": {\"quant_method\": \"fp8\", \"fmt\": \"e5m2\"}}", "fmt");
+    expect_bad(V3 "\"quantization_config\": {\"quant_method\": \"fp8\", \"scale_fmt\": \"e8\"}}", "scale_fmt");
+    expect_bad(V3 "\"intermediate_size\": 0}", "intermediate_size"); // 3 dense layers need it
+    expect_bad(V3 "\"moe_intermediate_size\": 0}", "moe_intermediate_size");
+    expect_bad("{\"model_type\": \"deepseek_v2\"}", "num_experts_per_tok"); // v2 MoE without a top-k
+#undef V3
+}
+
+// Random corruptions of the real config: each must parse to a valid config or fail with a message
+// naming the file; never crash (run under ASan/UBSan by `make sanitize`).
+static void test_mutations(void) {
+    char *orig = dsv3_read_file("configs/deepseek-v3.json", NULL);
+    CHECK(orig != NULL, "read v3 config");
+    if (!orig) return;
+    const size_t n = strlen(orig);
+    const char subst[] = "{}[],:\"0123456789-e.E nulltrfalse";
+    uint64_t rng = 99;
+    int ok = 0, refused = 0, silent = 0, invalid = 0;
+    char *buf = malloc(n + 1);
+    for (int it = 0; it < 4000; it++) {
+        memcpy(buf, orig, n + 1);
+        for (int j = 0; j < 2; j++) {
+            rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+            buf[(rng >> 33) % n] = subst[(rng >> 8) % (sizeof subst - 1)];
+        }
+        dsv3_config c;
+        dsv3_error_clear();
+        if (parse(&c, buf) == 0) {
+            ok++;
+            if (dsv3_config_validate(&c, "test.json") != 0) invalid++;
+            dsv3_counts k;
+            dsv3_config_counts(&c, &k);
+            if (!isfinite(k.total_params) || k.total_params <= 0) invalid++;
+        } else {
+            refused++;
+            if (!strstr(dsv3_error(), "test.json")) silent++;
+        }
+    }
+    free(buf);
+    free(orig);
+    CHECK(silent == 0 && invalid == 0, "mutations: %d silent failures, %d invalid accepted (%d ok, %d refused)", silent, invalid, ok, refused);
+}
+
+int main(void) {
+    test_v3_real();
+    test_v2_lite();
+    test_small_configs();
+    test_forms_and_defaults();
+    test_bad();
+    test_mutations();
+    return test_report("test_config");
+}
