@@ -48,6 +48,10 @@ sanitize:
 setup:
 	bash scripts/setup.sh
 
+# Regenerate the oracle fixtures (needs torch + transformers: pip install -r tools/ref/requirements.txt).
+fixtures:
+	python3 tools/ref/make_model_fixtures.py --out tests/fixtures/model
+
 clean:
 	rm -rf build dsv3
 

@@ -181,6 +181,7 @@ int main(int argc, char **argv) {
     static const dsv3_dtype types[] = {DSV3_F8_E4M3, DSV3_BF16, DSV3_F32};
     printf("GEMV (M = 1), weights read from DRAM:\n\n");
     printf("| W (out x in) | dtype | weight MB | ms / call | GB/s | %% of DRAM read BW | G weights/s |\n|---|---|---|---|---|---|---|\n");
+    double gw[3][3];
     for (int si = 0; si < 3; si++) {
         int N = gemv_shapes[si][0], K = gemv_shapes[si][1];
         float *x = malloc(sizeof(float) * K), *y = malloc(sizeof(float) * N);
@@ -193,6 +194,7 @@ int main(int argc, char **argv) {
             for (int c = 0; c < ncopy; c++) ws[c] = make(types[ti], N, K);
             double t = time_calls(y, x, ws, ncopy, 1, quick ? 0.2 : 1.0);
             double gbs = mb / 1e3 / t;
+            gw[si][ti] = (double)N * K / t / 1e9;
             printf("| %d x %d | %s | %.1f | %.3f | %.1f | %.0f%% | %.2f |\n", N, K, dsv3_dtype_name(types[ti]), mb, t * 1e3, gbs,
                    100 * gbs / bw, (double)N * K / t / 1e9);
             fflush(stdout);
@@ -200,6 +202,8 @@ int main(int argc, char **argv) {
         }
         free(x); free(y);
     }
+    printf("\nFP8 / BF16 GEMV weight throughput: %.2fx, %.2fx, %.2fx (ideal when memory-bound: 2x).\n",
+           gw[0][0] / gw[0][1], gw[1][0] / gw[1][1], gw[2][0] / gw[2][1]);
 
     printf("\nSmall M (GEMV path up to M = %d, packed GEMM above), W 2048 x 7168 in L3-or-DRAM (one copy):\n\n", DSV3_MATMUL_GEMV_MAX_M);
     printf("| M | dtype | ms / call | GFLOP/s |\n|---|---|---|---|\n");

@@ -17,6 +17,12 @@ static double now_s(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+// CPU time of this process: on a shared, oversubscribed machine it measures our work, not the wait.
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 int main(int argc, char **argv) {
     if (argc < 3) { fprintf(stderr, "usage: %s TOKENIZER_JSON DOCS_FILE [REPEATS]\n", argv[0]); return 2; }
@@ -38,11 +44,11 @@ int main(int argc, char **argv) {
     }
     size_t bytes = len - (ndoc - 1);
     // single thread, one encode call per document
-    double best = 1e30;
+    double best = 1e30, best_cpu = 1e30;
     uint64_t hash = 0;
     size_t ntok = 0;
     for (int r = 0; r < reps; r++) {
-        double s = now_s();
+        double s = now_s(), sc = cpu_s();
         uint64_t h = 1469598103934665603ull;
         size_t nt = 0;
         for (size_t d = 0; d < ndoc; d++) {
@@ -53,12 +59,14 @@ int main(int argc, char **argv) {
             nt += n;
             free(ids);
         }
-        double el = now_s() - s;
+        double el = now_s() - s, elc = cpu_s() - sc;
         if (el < best) best = el;
+        if (elc < best_cpu) best_cpu = elc;
         hash = h, ntok = nt;
     }
     printf("docs=%zu bytes=%zu tokens=%zu hash=%016llx\n", ndoc, bytes, ntok, (unsigned long long)hash);
-    printf("c_1thread_s=%.3f c_1thread_mbps=%.2f\n", best, bytes / best / 1e6);
+    printf("c_1thread_s=%.3f c_1thread_mbps=%.2f c_1thread_cpu_s=%.3f c_1thread_cpu_mbps=%.2f\n", best,
+           bytes / best / 1e6, best_cpu, bytes / best_cpu / 1e6);
     // all threads (OpenMP), documents split dynamically
     int nth = omp_get_max_threads();
     best = 1e30;

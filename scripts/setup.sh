@@ -24,4 +24,4 @@ fi
 
 make -j"$(nproc)" >&2
 bash scripts/build_corpus.sh
-echo "setup: done (./dsv3 built, corpus in data/corpus/)" >&2
+echo "setup: done (dsv3 and tests built, corpus in data/corpus/)" >&2

@@ -115,6 +115,16 @@ static void test_documents(void) {
     CHECK(dsv3_doclist_read(&dl, FIXTURE("data/bad-json.jsonl")) == -1 && strstr(dsv3_error(), "bad-json.jsonl:3"),
           "bad JSON names file:line (%s)", dsv3_error());
     CHECK(dl.n == 0, "failed reads leave no documents");
+    {   // a NUL character would silently cut the text: rejected
+        char path[] = "/tmp/dsv3_test_nul_XXXXXX.jsonl";
+        int fd = mkstemps(path, 6);
+        const char *line = "{\"text\": \"ok\"}\n{\"text\": \"a\\u0000b\"}\n{\"text\": \"a\\\\u0000b\"}\n";
+        CHECK(fd >= 0 && write(fd, line, strlen(line)) == (ssize_t)strlen(line), "write temp jsonl");
+        close(fd);
+        CHECK(dsv3_doclist_read(&dl, path) == -1 && strstr(dsv3_error(), ":2:") && strstr(dsv3_error(), "u0000"),
+              "\\u0000 rejected with file:line (%s)", dsv3_error());
+        unlink(path);
+    }
     dsv3_doclist_free(&dl);
 }
 

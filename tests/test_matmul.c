@@ -122,7 +122,9 @@ static void sweep(const char *isa) {
         {130, 576, 128, 128}, {17, 600, 128, 128}, {300, 264, 128, 128},
         {45, 200, 16, 24},  {23, 61, 7, 5},     // odd block shapes, bc not a multiple of 8
     };
-    static const int Ms[] = {1, 2, 3, 4, 5, 7, 13, 64, 200};
+    // GEMV tiles: 4 weight rows x 1 or 2 x rows, 2 x 4 for M >= 4 (M = 5, 6, 7 mix them); the
+    // GEMV/GEMM switch is tested on both sides; 200 > the GEMM's 96-row M block.
+    static const int Ms[] = {1, 2, 3, 4, 5, 6, 7, 13, DSV3_MATMUL_GEMV_MAX_M, DSV3_MATMUL_GEMV_MAX_M + 1, 64, 200};
     char what[64];
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
         for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
@@ -132,7 +134,7 @@ static void sweep(const char *isa) {
                 owned_mat o = make_mat(types[ti], s[0], s[1], s[2], s[3], exact);
                 for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
                     // keep the reference cost bounded (the whole binary runs in a few seconds)
-                    if ((double)Ms[mi] * s[0] * s[1] > 1.2e7) continue;
+                    if ((double)Ms[mi] * s[0] * s[1] > 8e6) continue;
                     snprintf(what, sizeof what, "%s%s", isa, exact ? " exact" : "");
                     run_case(&o, Ms[mi], exact, what);
                 }

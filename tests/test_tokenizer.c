@@ -320,11 +320,11 @@ static void test_hostile(void) {
 static void test_gpt2_style(void) {
     const char *dir = FIXTURE("tokenizer/gpt2-style/");
     const char *files[] = {"tokenizer.json", "tokenizer-legacy-merges.json", "tokenizer-prefix-space.json",
-                           "tokenizer-ignore-merges.json"};
-    const char *keys[] = {"ids", "ids", "ids_prefix", "ids_ignore_merges"};
+                           "tokenizer-ignore-merges.json", "tokenizer-odd-added-ids.json"};
+    const char *keys[] = {"ids", "ids", "ids_prefix", "ids_ignore_merges", "ids_odd_added"};
     char cases[512];
     snprintf(cases, sizeof cases, "%scases.jsonl", dir);
-    for (int v = 0; v < 4; v++) {
+    for (int v = 0; v < 5; v++) {
         char path[512];
         snprintf(path, sizeof path, "%s%s", dir, files[v]);
         dsv3_tokenizer *t = dsv3_tokenizer_load(path);

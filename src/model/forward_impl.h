@@ -11,7 +11,7 @@ typedef struct {
     float *qa;                // (T, q_lora_rank)
     float *q;                 // (T, H*qk)          rope dims rotated in place
     float *kva;               // (T, kv_lora + rope) c normed in place, k_pe rotated in place
-    float *cl;                // (T, kv_lora)       contiguous normed latent (naive path)
+    float *cl;                // (T, kv_lora)       contiguous normed latent (naive) / head q_abs (absorb)
     float *kv;                // (T, H*(nope+v))    naive path only
     float *att;               // (T, H*v)           concatenated head outputs
     float *cos_t, *sin_t;     // (T, rope/2)

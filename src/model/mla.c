@@ -94,6 +94,9 @@ void dsv3_mla_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, dsv3_attn_m
         dsv3_matmul(w->kv, w->cl, &L->kv_b_proj, T);
     } else {
         kvb = kvb_f32(f, layer);
+        // latentᵀ (kvl, T), shared by every head: the right operand of P · C
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < kvl; i++) w->vt[(size_t)i * T + t] = w->kva[(size_t)t * kva_n + i];
     }
     for (int h = 0; h < H; h++) {
         if (mode == DSV3_ATTN_NAIVE) {
@@ -123,13 +126,11 @@ void dsv3_mla_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, dsv3_attn_m
             for (int t = 0; t < T; t++)
                 memcpy(w->qn + (size_t)t * nope, w->q + (size_t)t * H * qk + (size_t)h * qk, sizeof(float) * nope);
             // q_abs (T, kvl) = q_nope · W_UK[h]; the query row becomes [q_abs | q_pe]
-            dsv3_matmul(w->vt, w->qn, &WUKT, T); // vt used as (T, kvl) scratch before it holds Cᵀ
+            dsv3_matmul(w->cl, w->qn, &WUKT, T); // cl (T, kvl) is free in this mode
             for (int t = 0; t < T; t++) {
-                memcpy(w->qh + (size_t)t * qc, w->vt + (size_t)t * kvl, sizeof(float) * kvl);
+                memcpy(w->qh + (size_t)t * qc, w->cl + (size_t)t * kvl, sizeof(float) * kvl);
                 memcpy(w->qh + (size_t)t * qc + kvl, w->q + (size_t)t * H * qk + (size_t)h * qk + nope, sizeof(float) * rope);
             }
-            for (int t = 0; t < T; t++)
-                for (int i = 0; i < kvl; i++) w->vt[(size_t)i * T + t] = w->kva[(size_t)t * kva_n + i];
             const dsv3_mat CT = f32_mat(w->vt, kvl, T);
             for (int t0 = 0; t0 < T; t0 += QB) {
                 const int t1 = t0 + QB < T ? t0 + QB : T, n = t1 - t0;

@@ -10,21 +10,27 @@
 
 float dsv3_fp8_limited_dot(const double *terms, int n, const dsv3_fp8_acc *acc, const float *chunk_sa,
                            const float *chunk_sb) {
-    const int g = acc->group, nc = acc->nc, bits = acc->bits;
+    const int g = acc->group, nc = acc->nc, bits = acc->bits, fl = acc->round == DSV3_FP8_ROUND_FLOOR;
     float acc32 = 0.0f;
     double tc = 0.0; // the tensor-core accumulator: always a multiple of the last step's unit
     int chunk = 0;
     for (int i0 = 0; i0 < n; i0 += g) {
         int i1 = i0 + g < n ? i0 + g : n;
         // one k-step: align the accumulator and the step's products to the largest exponent among them,
-        // keep `bits` bits from that exponent down (truncating toward zero), add exactly
+        // keep `bits` bits from that exponent down (dropping the rest toward -inf or zero), add exactly
         double mx = fabs(tc);
         for (int i = i0; i < i1; i++) mx = fmax(mx, fabs(terms[i]));
         if (mx > 0.0) {
             int e = ilogb(mx);
             double inv = ldexp(1.0, bits - 1 - e), unit = ldexp(1.0, e - bits + 1);
-            double sum = trunc(tc * inv); // integers below 2^(bits+6): exact in double
-            for (int i = i0; i < i1; i++) sum += trunc(terms[i] * inv);
+            double sum;                   // integers below 2^(bits+6): exact in double
+            if (fl) {
+                sum = floor(tc * inv);
+                for (int i = i0; i < i1; i++) sum += floor(terms[i] * inv);
+            } else {
+                sum = trunc(tc * inv);
+                for (int i = i0; i < i1; i++) sum += trunc(terms[i] * inv);
+            }
             tc = sum * unit;
         }
         if ((nc > 0 && i1 % nc == 0) || i1 == n) { // promotion to fp32 (CUDA cores)
@@ -54,6 +60,8 @@ static int check_args(const dsv3_fp8_gemm_args *g, const dsv3_fp8_acc *acc, dsv3
         if (acc->nc < 0 || (acc->nc && acc->nc % acc->group))
             return dsv3_errorf("fp8_gemm: promotion interval must be 0 or a multiple of the group %d, found %d", acc->group,
                                acc->nc);
+        if (acc->round != DSV3_FP8_ROUND_FLOOR && acc->round != DSV3_FP8_ROUND_TRUNC)
+            return dsv3_errorf("fp8_gemm: unknown accumulator rounding %d", (int)acc->round);
     } else if (acc->mode != DSV3_FP8_ACC_FP32) return dsv3_errorf("fp8_gemm: unknown accumulation mode %d", (int)acc->mode);
     return 0;
 }

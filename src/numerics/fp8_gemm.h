@@ -20,8 +20,9 @@
 //                         acc += (group_sum · sa) · sb. DeepSeek's promoted scheme (= kernel.py fp8_gemm).
 //   DSV3_FP8_ACC_LIMITED  an emulated Hopper tensor-core accumulator: every `group` products (one WGMMA
 //                         k-step: 32 for FP8) are added to the running accumulator after aligning all of
-//                         them and the accumulator to the largest exponent present and truncating (toward
-//                         zero) everything below `bits` bits from that exponent. Every `nc` elements of K
+//                         them and the accumulator to the largest exponent present and truncating
+//                         everything below `bits` bits from that exponent (rounding toward -inf, as a
+//                         sign-filling right shift of two's complement values does, or toward zero). Every `nc` elements of K
 //                         (nc = 0: never) the accumulator is promoted: converted to fp32, scaled, added to an
 //                         fp32 accumulator, and reset. With nc <= 128 dividing 128 the tensor core sees raw
 //                         products and the scales are applied at promotion (DeepSeek's scheme with
@@ -33,12 +34,16 @@
 #include "core/dtype.h"
 
 typedef enum { DSV3_FP8_ACC_FP32 = 0, DSV3_FP8_ACC_LIMITED = 1 } dsv3_fp8_acc_mode;
+// How the bits shifted out of the window are dropped: FLOOR = two's complement with sign-fill right shift
+// (the paper's wording; toward -inf), TRUNC = sign-magnitude truncation (toward zero).
+typedef enum { DSV3_FP8_ROUND_FLOOR = 0, DSV3_FP8_ROUND_TRUNC = 1 } dsv3_fp8_acc_round;
 
 typedef struct {
     dsv3_fp8_acc_mode mode;
     int nc;      // LIMITED: promotion interval in K elements (a multiple of `group`), 0 = no promotion
     int bits;    // LIMITED: bits kept below and including the leading bit of the largest term (paper: ~14)
     int group;   // LIMITED: products aligned together per step (32 = one FP8 WGMMA k-step)
+    dsv3_fp8_acc_round round; // LIMITED: FLOOR (default, 0) or TRUNC
 } dsv3_fp8_acc;
 
 #define DSV3_FP8_ACC_DEFAULT_BITS 14
@@ -64,7 +69,7 @@ float dsv3_fp8_limited_dot(const double *terms, int n, const dsv3_fp8_acc *acc, 
                            const float *chunk_sb);
 
 // The accumulation-precision study (src/numerics/fp8_study.c, docs/FP8.md): C = A·Bᵀ with random
-// A (M, K) and B (N, K) quantized to E4M3 (1×128 / 128×128 amax scales), for each promotion interval,
+// A (M, K) and B (N, K) quantized to E4M3 (1×128 / 128×128 scales), for each promotion interval,
 // compared elementwise with an fp64 GEMM of the dequantized inputs.
 typedef struct {
     int K, nc;                        // nc = 0: no promotion; nc = -1: the fp32 mode (exact products)
@@ -75,8 +80,10 @@ typedef struct {
 typedef struct {
     int M, N;
     int bits, group;                  // accumulator model (14, 32 by default)
+    dsv3_fp8_acc_round round;         // FLOOR by default
     uint64_t seed;
     int dist;                         // 0: N(0,1) entries; 1: U(0,1) entries (all products positive)
+    int ue8m0;                        // 1: power-of-two scales (default in the CLI); 0: amax/448 scales
 } dsv3_fp8_study_cfg;
 
 // Runs the study for one K and the n_nc promotion intervals in ncs[] (-1 = fp32 mode, 0 = none),

@@ -30,8 +30,9 @@ int dsv3_fp8_study_run(const dsv3_fp8_study_cfg *cfg, int K, const int *ncs, int
     fill(b, (size_t)N * K, cfg->dist, &st);
     uint8_t *qa = dsv3_malloc((size_t)M * K), *qb = dsv3_malloc((size_t)N * K);
     float *sa = dsv3_malloc(sizeof(float) * (size_t)M * nk), *sb = dsv3_malloc(sizeof(float) * (size_t)nn * nk);
-    dsv3_quant_1x128_e4m3(qa, sa, a, M, K, DSV3_SCALE_AMAX);
-    dsv3_quant_128x128_e4m3(qb, sb, b, N, K, DSV3_SCALE_AMAX);
+    dsv3_scale_fmt sf = cfg->ue8m0 ? DSV3_SCALE_UE8M0 : DSV3_SCALE_AMAX;
+    dsv3_quant_1x128_e4m3(qa, sa, a, M, K, sf);
+    dsv3_quant_128x128_e4m3(qb, sb, b, N, K, sf);
     // fp64 reference of the dequantized inputs, and Σ|a b| for the normalized error
     double *ref = dsv3_malloc(sizeof(double) * (size_t)M * N), *mag = dsv3_malloc(sizeof(double) * (size_t)M * N);
     #pragma omp parallel for schedule(static)
@@ -53,7 +54,7 @@ int dsv3_fp8_study_run(const dsv3_fp8_study_cfg *cfg, int K, const int *ncs, int
     int rc = 0;
     for (int i = 0; i < n_nc && rc == 0; i++) {
         dsv3_fp8_acc acc = {.mode = ncs[i] < 0 ? DSV3_FP8_ACC_FP32 : DSV3_FP8_ACC_LIMITED, .nc = ncs[i] < 0 ? 0 : ncs[i],
-                            .bits = cfg->bits, .group = cfg->group};
+                            .bits = cfg->bits, .group = cfg->group, .round = cfg->round};
         if ((rc = dsv3_fp8_gemm(&g, &acc, c, DSV3_F32, N)) != 0) break;
         dsv3_fp8_study_row *r = &rows[i];
         r->K = K;

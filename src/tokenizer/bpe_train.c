@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *const k_special[DSV3_BPE_NUM_SPECIAL + DSV3_BPE_NUM_ADDED] = {
     "<\xEF\xBD\x9C" "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>", // <｜begin▁of▁sentence｜>
@@ -486,14 +487,15 @@ int dsv3_bpe_trainer_train(dsv3_bpe_trainer *t, const dsv3_bpe_train_opts *o) {
         for (int32_t k = 0; k < s.pl[top.pos].n; k++) word_merge(&s, s.pl[top.pos].v[k], top.a, top.b, nt);
         pl_release(&s, top.pos);
         flush_touched(&s);
-        if (o->progress && now_s() - last > 1.0) {
+        if (o->progress && now_s() - last > 1.0 && isatty(2)) {
             last = now_s();
             fprintf(stderr, "\rbpe train: %d / %d tokens (%.1fs)", t->ntok, o->vocab_size, last - t0);
         }
     }
     free(buf);
     if (o->progress)
-        fprintf(stderr, "\rbpe train: %d tokens, %d merges in %.2fs\n", t->ntok, t->nmerges, now_s() - t0);
+        fprintf(stderr, "%sbpe train: %d tokens, %d merges in %.2fs\n", isatty(2) ? "\r\033[K" : "", t->ntok,
+                t->nmerges, now_s() - t0);
     tstate_free(&s);
     return 0;
 }

@@ -375,7 +375,9 @@ static void bpe_piece_uncached(const dsv3_tokenizer *t, const unsigned char *s, 
 }
 
 // Per-thread direct-mapped cache of BPE results for short pieces.
-#define CACHE_SLOTS 16384
+#ifndef CACHE_SLOTS
+#define CACHE_SLOTS 16384 // power of two
+#endif
 #define CACHE_KEY 24
 #define CACHE_IDS 10
 typedef struct {
@@ -743,6 +745,7 @@ static dsv3_tokenizer *load_from_json(const char *json, size_t len, const char *
     t->unk_id = -1;
     t->serial = atomic_fetch_add(&g_serial, 1);
     cJSON *root = cJSON_ParseWithLength(json, len), *cfg = NULL;
+    int32_t *added_ids = NULL;
     if (!root) {
         size_t off = cJSON_GetErrorPtr() ? (size_t)(cJSON_GetErrorPtr() - json) : 0;
         LOAD_FAIL("%s: not valid JSON (parse error near byte %zu)", name, off);
@@ -816,21 +819,43 @@ static dsv3_tokenizer *load_from_json(const char *json, size_t len, const char *
         }
     }
     if (max_id < 0) LOAD_FAIL("%s: empty vocabulary", name);
-    t->vocab_size = max_id + 1;
     t->arena_cap = arena + 1;
     t->arena = dsv3_malloc(t->arena_cap);
-    t->id_str = dsv3_calloc((size_t)t->vocab_size, sizeof(char *));
-    t->id_len = dsv3_calloc((size_t)t->vocab_size, sizeof(uint32_t));
-    t->id_flags = dsv3_calloc((size_t)t->vocab_size, 1);
     str_map_init(&t->vocab, nvocab);
     str_map_init(&t->added, nadded);
     cJSON_ArrayForEach(j, vocab) {
-        int32_t id = json_id(j);
         size_t l = strlen(j->string);
-        const char *s = arena_add(t, j->string, l);
-        str_map_put(&t->vocab, s, l, id);
-        t->id_str[id] = s;
-        t->id_len[id] = (uint32_t)l;
+        str_map_put(&t->vocab, arena_add(t, j->string, l), l, json_id(j));
+    }
+    // Added-token ids as HF assigns them (it ignores the "id" fields, only warning on a mismatch): the
+    // model's id if the content is in the vocab, else the next free id, counting from the number of
+    // vocab entries. Empty and repeated contents are skipped.
+    added_ids = dsv3_malloc((nadded + 1) * sizeof(int32_t));
+    if (cJSON_IsArray(added)) {
+        size_t k = 0, base = t->vocab.count;
+        int32_t max_added = -1;
+        cJSON_ArrayForEach(j, added) {
+            const char *c = cJSON_GetObjectItemCaseSensitive(j, "content")->valuestring;
+            size_t l = strlen(c);
+            int32_t id = -1;
+            if (l > 0 && str_map_get(&t->added, c, l) < 0) {
+                id = str_map_get(&t->vocab, c, l);
+                if (id < 0) id = max_added < 0 ? (int32_t)base : ((size_t)max_added >= base || base == 0) ? max_added + 1 : (int32_t)base;
+                if (id >= MAX_ID) LOAD_FAIL("%s: too many added tokens (id %d would exceed %d)", name, id, MAX_ID - 1);
+                str_map_put(&t->added, arena_add(t, c, l), l, id);
+                if (id > max_added) max_added = id;
+                if (id > max_id) max_id = id;
+            }
+            added_ids[k++] = id;
+        }
+    }
+    t->vocab_size = max_id + 1;
+    t->id_str = dsv3_calloc((size_t)t->vocab_size, sizeof(char *));
+    t->id_len = dsv3_calloc((size_t)t->vocab_size, sizeof(uint32_t));
+    t->id_flags = dsv3_calloc((size_t)t->vocab_size, 1);
+    for (size_t i = 0; i <= t->vocab.mask; i++) {
+        const str_slot *e = &t->vocab.slots[i];
+        if (e->s) t->id_str[e->id] = e->s, t->id_len[e->id] = e->len;
     }
     for (int b = 0; b < 256; b++) t->byte_id[b] = str_map_get(&t->vocab, dsv3_byte_to_unicode((unsigned char)b), strlen(dsv3_byte_to_unicode((unsigned char)b)));
     {
@@ -894,17 +919,16 @@ static dsv3_tokenizer *load_from_json(const char *json, size_t len, const char *
         size_t k = 0;
         cJSON_ArrayForEach(j, added) {
             const char *c = cJSON_GetObjectItemCaseSensitive(j, "content")->valuestring;
-            int32_t id = json_id(cJSON_GetObjectItemCaseSensitive(j, "id"));
+            int32_t id = added_ids[k];
             int special = json_bool(j, "special", 0), normalized = json_bool(j, "normalized", 1);
             int lstrip = json_bool(j, "lstrip", 0), rstrip = json_bool(j, "rstrip", 0), sw = json_bool(j, "single_word", 0);
             if (special < 0 || normalized < 0 || lstrip < 0 || rstrip < 0 || sw < 0)
                 LOAD_FAIL("%s: added_tokens[%zu]: special/normalized/lstrip/rstrip/single_word must be booleans", name, k);
             if (lstrip || rstrip || sw)
                 LOAD_FAIL("%s: added_tokens[%zu] (\"%.60s\"): lstrip/rstrip/single_word are not supported", name, k, c);
-            size_t l = strlen(c);
-            if (l > 0) {
-                const char *s = arena_add(t, c, l);
-                str_map_put(&t->added, s, l, id);
+            if (id >= 0) {
+                size_t l = strlen(c);
+                const char *s = t->added.slots ? str_map_find_slot(&t->added, c, l)->s : NULL; // arena copy
                 t->id_str[id] = s;
                 t->id_len[id] = (uint32_t)l;
                 t->id_flags[id] = (uint8_t)(1 | (special ? 2 : 0));
@@ -945,8 +969,10 @@ static dsv3_tokenizer *load_from_json(const char *json, size_t len, const char *
     t->eos = lookup_special_name(t, cfg, "eos_token", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
     cJSON_Delete(cfg);
     cJSON_Delete(root);
+    free(added_ids);
     return t;
 fail:
+    free(added_ids);
     cJSON_Delete(cfg);
     cJSON_Delete(root);
     dsv3_tokenizer_free(t);

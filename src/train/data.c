@@ -44,6 +44,18 @@ static int ends_with(const char *s, const char *suffix) {
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+// 1 if raw JSON text has a \u0000 escape (an odd number of backslashes before "u0000"): cJSON strings
+// are NUL-terminated, so such a text would be silently cut.
+static int has_nul_escape(const char *s, size_t len) {
+    for (size_t i = 0; i + 6 <= len; i++) {
+        if (s[i] != '\\' || memcmp(s + i + 1, "u0000", 5) != 0) continue;
+        size_t k = 0;
+        while (k < i && s[i - 1 - k] == '\\') k++;
+        if (k % 2 == 0) return 1;
+    }
+    return 0;
+}
+
 int dsv3_doclist_read(dsv3_doclist *dl, const char *path) {
     size_t size = 0;
     char *buf = dsv3_read_file(path, &size);
@@ -77,6 +89,12 @@ int dsv3_doclist_read(dsv3_doclist *dl, const char *path) {
                                           : "not valid JSON (each line of a .jsonl input must be one JSON object)");
             }
             size_t n = strlen(t->valuestring);
+            if (has_nul_escape(buf + a, b - a)) {
+                cJSON_Delete(o);
+                free(buf), free(out);
+                dl->n = first_doc;
+                return dsv3_errorf("%s:%zu: a \\u0000 character in \"text\" is not supported", path, line_no);
+            }
             memcpy(out + at, t->valuestring, n);
             cJSON_Delete(o);
             at += n;
@@ -570,7 +588,7 @@ int dsv3_data_prepare(const dsv3_tokenizer *tok, const dsv3_doclist *docs, const
         uint64_t done;
 #pragma omp atomic capture
         done = bytes_done += docs->docs[d].len;
-        if (o->progress && omp_get_thread_num() == 0 && now_s() - last > 1.0) {
+        if (o->progress && omp_get_thread_num() == 0 && now_s() - last > 1.0 && isatty(2)) {
             last = now_s();
             fprintf(stderr, "\rdata prepare: tokenized %.1f / %.1f MB (%.1f MB/s)", done / 1e6, docs->bytes / 1e6,
                     done / 1e6 / (last - t0));
@@ -585,7 +603,9 @@ int dsv3_data_prepare(const dsv3_tokenizer *tok, const dsv3_doclist *docs, const
         dsv3_errorf("%s", errmsg);
         goto done;
     }
-    if (o->progress) fprintf(stderr, "\rdata prepare: tokenized %.1f MB in %.1fs%20s\n", docs->bytes / 1e6, st->seconds_tokenize, "");
+    if (o->progress)
+        fprintf(stderr, "%sdata prepare: tokenized %.1f MB in %.1fs\n", isatty(2) ? "\r\033[K" : "", docs->bytes / 1e6,
+                st->seconds_tokenize);
 
     man = cJSON_CreateObject();
     cJSON_AddStringToObject(man, "format", "dsv3-token-shards");
@@ -712,6 +732,11 @@ static const cJSON *jget(const cJSON *o, const char *key, int type_number, const
 }
 
 dsv3_data *dsv3_data_open(const char *manifest_path, const char *split, int verify) {
+    const uint32_t one = 1;
+    if (*(const unsigned char *)&one != 1) { // rows are handed out as pointers into little-endian shards
+        dsv3_errorf("%s: the shard reader needs a little-endian host", manifest_path);
+        return NULL;
+    }
     size_t size;
     char *text = dsv3_read_file(manifest_path, &size);
     if (!text) return NULL;

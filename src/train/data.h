@@ -32,7 +32,7 @@ typedef struct {
 } dsv3_doclist;
 
 // Append the documents of `path` (rules above). Returns 0, or -1 with dsv3_error() naming the
-// file and line (malformed JSON, a line without a string "text").
+// file and line (malformed JSON, a line without a string "text", a \u0000 escape in a line).
 int dsv3_doclist_read(dsv3_doclist *dl, const char *path);
 void dsv3_doclist_free(dsv3_doclist *dl);
 

@@ -62,10 +62,10 @@ check "concat: no pad id" test "$(od -An -t x4 -j 40 -N 4 "$tmp/d/train-00000.bi
 r0_last=$(od -An -t u4 -j $(( 64 + 4 * 64 )) -N 4 "$tmp/d/train-00000.bin" | tr -d ' ')
 r1_first=$(od -An -t u4 -j $(( 64 + 4 * 65 )) -N 4 "$tmp/d/train-00000.bin" | tr -d ' ')
 check "concat: rows overlap by one token" test "$r0_last" = "$r1_first"
-# a failed run into an existing output directory removes the old manifest (its shards may be overwritten)
+# a run that fails on its inputs leaves an earlier output directory untouched
 "$D" data prepare --tokenizer $T --seq-len 64 --quiet --out "$tmp/e" $FX/plain.txt
-check "manifest written" test -e "$tmp/e/manifest.json"
+cp -r "$tmp/e" "$tmp/e0"
 expect_exit 2 "failing rerun" "$D" data prepare --tokenizer $T --quiet --out "$tmp/e" $FX/plain.txt $FX/bad-field.jsonl
-check "old manifest removed after a failed rerun" test ! -e "$tmp/e/manifest.json"
+check "earlier output untouched after a failed rerun" diff -r "$tmp/e" "$tmp/e0"
 check "concat: empty val split" grep -q '"shards":[[:space:]]*\[\]' "$tmp/d/manifest.json"
 finish

@@ -146,7 +146,7 @@ def main():
         bad = next(i for i in range(len(docs)) if i >= len(my_ids) or hf_ids[i] != my_ids[i])
         print(f"MISMATCH on held-out document {bad}: {docs[bad][:200]!r}", file=sys.stderr)
     # Decoding round trip through HF
-    rt = sum(1 for d, ids in zip(docs, hf_ids) if tok.decode(ids) == d)
+    rt = sum(1 for d, ids in zip(docs, hf_ids) if tok.decode(ids, skip_special_tokens=False) == d)
     timing["heldout_roundtrip_documents"] = rt
     if rt != len(docs):
         ok = False

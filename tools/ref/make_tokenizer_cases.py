@@ -208,16 +208,25 @@ def make_gpt2_style(outdir, cases, rng):
     prefix["pre_tokenizer"]["add_prefix_space"] = True
     ignore = json.loads(json.dumps(base))
     ignore["model"]["ignore_merges"] = True
+    # "id" fields that HF ignores: it gives an added token the vocab id of its content, or the next
+    # free id (here "<tool>" listed as 5000 gets 1500, "def" listed as 1600 gets its vocab id)
+    odd = json.loads(json.dumps(base))
+    odd["added_tokens"][1]["id"] = 5000
+    odd["added_tokens"].append({"id": 1600, "content": "def", "single_word": False, "lstrip": False,
+                                "rstrip": False, "normalized": True, "special": True})
     files = {"ids": "tokenizer.json", "ids_legacy": "tokenizer-legacy-merges.json",
-             "ids_prefix": "tokenizer-prefix-space.json", "ids_ignore_merges": "tokenizer-ignore-merges.json"}
-    for key, d in [("ids", base), ("ids_legacy", legacy), ("ids_prefix", prefix), ("ids_ignore_merges", ignore)]:
+             "ids_prefix": "tokenizer-prefix-space.json", "ids_ignore_merges": "tokenizer-ignore-merges.json",
+             "ids_odd_added": "tokenizer-odd-added-ids.json"}
+    for key, d in [("ids", base), ("ids_legacy", legacy), ("ids_prefix", prefix), ("ids_ignore_merges", ignore),
+                   ("ids_odd_added", odd)]:
         with open(os.path.join(outdir, files[key]), "w", encoding="utf-8") as f:
             json.dump(d, f, ensure_ascii=False)
     toks = {k: Tokenizer.from_file(os.path.join(outdir, f)) for k, f in files.items()}
     short = [c for c in cases if len(c[1]) < 1500]
     texts = [c[1] for c in rng.sample(short, 250)]
     texts += ["<|endoftext|>hello<tool> world", "a<tool><tool>b<|endoftext|>", "<tool", "x <|endoftext|> y",
-              " leading space", "  two", "'s 've 're 'll 'd 'm 't", "I'm here, you're there.", ""]
+              " leading space", "  two", "'s 've 're 'll 'd 'm 't", "I'm here, you're there.", "",
+              "def f(): <tool> undefined define", "<tool>def<|endoftext|>"]
     out = os.path.join(outdir, "cases.jsonl")
     with open(out, "w", encoding="utf-8") as f:
         for text in texts:

@@ -29,4 +29,4 @@ int dsv3_matmul_set_isa(dsv3_isa isa);
 dsv3_isa dsv3_matmul_get_isa(void);
 const char *dsv3_isa_name(dsv3_isa isa);
 // Largest M that takes the GEMV (no packing) path; above it the packed, blocked GEMM runs.
-#define DSV3_MATMUL_GEMV_MAX_M 16
+#define DSV3_MATMUL_GEMV_MAX_M 24

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# dsv3 fp8 cast / study: usage errors, bad input lines, and encodes whose expected codes come from
+# ml_dtypes 0.6 / torch 2.15 (E4M3, E5M2) or the E5M6 definition in docs/FP8.md.
+source tests/cli/lib.bash
+D=${DSV3:-./dsv3}
+
+expect_exit 0 "fp8 --help" "$D" fp8 --help
+expect_exit 0 "cast --help" "$D" fp8 cast --help
+expect_exit 0 "study --help" "$D" fp8 study --help
+expect_exit 2 "no subcommand" "$D" fp8
+expect_exit 2 "unknown subcommand" "$D" fp8 melt
+expect_exit 2 "cast without --format" "$D" fp8 cast </dev/null
+expect_exit 2 "bad format" "$D" fp8 cast --format e4m4 </dev/null
+expect_exit 2 "unknown option" "$D" fp8 cast --format e4m3 --round-up </dev/null
+expect_exit 2 "study bad --k" "$D" fp8 study --k 12x
+expect_exit 2 "study nc not a multiple of the group" "$D" fp8 study --k 256 --nc 48
+expect_exit 2 "study bad dist" "$D" fp8 study --dist cauchy
+
+# bad line: exit 2, the message names the line, nothing on stdout
+out=$(printf '1.5\n2\nabc\n4\n' | "$D" fp8 cast --format e4m3 2>/tmp/fp8_cli_err.$$); rc=$?
+check "bad line exits 2" test $rc -eq 2
+check "bad line named" grep -q "line 3" /tmp/fp8_cli_err.$$
+check "no output on bad input" test -z "$out"
+printf '1\n\n' | "$D" fp8 cast --format e5m2 >/dev/null 2>/tmp/fp8_cli_err.$$
+check "empty line rejected with its number" grep -q "line 2" /tmp/fp8_cli_err.$$
+rm -f /tmp/fp8_cli_err.$$
+
+# E4M3: ml_dtypes codes 29 195 1 121 128 for 0.1 -2.75 1e-3 300 -0; 464 ties to 448; 470 overflows to NaN
+got=$(printf '0.1\n-2.75\n1e-3\n300\n-0\n464\n470\n' | "$D" fp8 cast --format e4m3)
+want=$'0x1d 0.1015625\n0xc3 -2.75\n0x01 0.001953125\n0x79 288\n0x80 -0\n0x7e 448\n0x7f nan'
+check "e4m3 cast" test "$got" == "$want"
+got=$(printf '470\ninf\nnan\n' | "$D" fp8 cast --format e4m3 --saturate)
+check "e4m3 saturate (torch 2.15 cast behaviour)" test "$got" == $'0x7e 448\n0x7e 448\n0x7f nan'
+# E5M2: ml_dtypes codes 46 194 20 93 for 0.1 -2.75 1e-3 300; 61440 overflows to inf, 57344 is max
+got=$(printf '0.1\n-2.75\n1e-3\n300\n57344\n61440\n' | "$D" fp8 cast --format e5m2)
+check "e5m2 cast" test "$got" == $'0x2e 0.09375\n0xc2 -3\n0x14 0.0009765625\n0x5d 320\n0x7b 57344\n0x7c inf'
+# E5M6: binary16 top 12 bits. 1 = 0x3c0; 1 + 2^-7 ties to 1 (even); 65280 = max + half ulp -> inf
+got=$(printf '1\n1.0078125\n-65024\n65280\n9.5367431640625e-07\n' | "$D" fp8 cast --format e5m6)
+check "e5m6 cast" test "$got" == $'0x3c0 1\n0x3c0 1\n0xfbf -65024\n0x7c0 inf\n0x001 9.53674316e-07'
+got=$(printf '1e6\n' | "$D" fp8 cast --format e5m6 --saturate)
+check "e5m6 saturate" test "$got" == "0x7bf 65024"
+
+# study: one small cell prints a header and one row per promotion interval
+out=$("$D" fp8 study --k 256 --m 8 --n 8 --dist uniform)
+check "study rows" test "$(grep -cE '^ +256 +(fp32|32|64|128|256|none) ' <<<"$out")" -eq 6
+check "study header" grep -q "max_rel" <<<"$out"
+finish
