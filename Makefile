@@ -18,7 +18,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_HELPERS := $(wildcard tests/util/*.c)
 TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(BUILD)/%.o)
 
-.PHONY: all test sanitize clean fixtures setup bench
+.PHONY: all test sanitize clean fixtures setup run bench
 all: $(DSV3_BIN) $(TEST_BIN)
 
 $(BUILD)/%.o: %.c
@@ -47,6 +47,10 @@ sanitize:
 
 setup:
 	bash scripts/setup.sh
+
+# The main job on built-in defaults (see README).
+run: $(DSV3_BIN)
+	bash scripts/main.sh
 
 # Regenerate the oracle fixtures (needs torch + transformers: pip install -r tools/ref/requirements.txt).
 fixtures:

@@ -209,7 +209,7 @@ int main(int argc, char **argv) {
     printf("| M | dtype | ms / call | GFLOP/s |\n|---|---|---|---|\n");
     {
         int N = 2048, K = 7168;
-        static const int Ms[] = {1, 2, 4, 8, 16, 17, 24, 32};
+        static const int Ms[] = {1, 2, 4, 8, 16, 24, 25, 32};
         float *x = malloc(sizeof(float) * 32 * K), *y = malloc(sizeof(float) * 32 * N);
         for (int i = 0; i < 32 * K; i++) x[i] = rndf();
         for (int ti = 0; ti < 2; ti++) {
