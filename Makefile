@@ -52,6 +52,13 @@ setup:
 run: $(DSV3_BIN)
 	bash scripts/main.sh
 
+# Benchmarks (never part of `make test`; each writes its section of docs/PERF.md or docs/FP8.md).
+bench:
+	bash bench/matmul_bench.sh
+	bash bench/forward_bench.sh
+	bash bench/tokenizer_bench.sh
+	bash bench/fp8_study.sh
+
 # Regenerate the oracle fixtures (needs torch + transformers: pip install -r tools/ref/requirements.txt).
 fixtures:
 	python3 tools/ref/make_model_fixtures.py --out tests/fixtures/model

@@ -23,7 +23,8 @@ static const char *TOKENIZE_HELP =
     "                    BOS/EOS names come from tokenizer_config.json in the same directory\n"
     "  --bos             prepend the BOS id\n"
     "  --jsonl           each stdin line is a JSON object with a \"text\" string; each output line\n"
-    "                    is the JSON array of its ids. A bad line is an error (exit 2) naming it.\n"
+    "                    is the JSON array of its ids (blank lines are skipped). A bad line is an\n"
+    "                    error (exit 2) naming its line number.\n"
     "\n"
     "Exit status: 0 ok, 2 bad input or usage.\n";
 

@@ -18,6 +18,17 @@ static double now_s(void) {
 
 // Runs every case of a JSONL fixture: {"text", "ids", optional "decoded" (HF decode, lossy)}.
 // Returns the number of cases; counts mismatches in *bad.
+typedef struct {
+    const char *base;
+    size_t ends[4096];
+    size_t n;
+} ends_acc;
+static void acc_end(const char *p, size_t len, void *ctx) {
+    ends_acc *a = ctx;
+    if (a->n < 4096) a->ends[a->n] = (size_t)(p - a->base) + len;
+    a->n++;
+}
+
 // has_decodes: 1 = the fixture records HF decodes ("decoded" / "decoded_skip" present only when they
 // differ from the text); 0 = only decode(encode(text)) == text is checked; -1 = ids only (tokenizers
 // whose decode is not the identity, e.g. add_prefix_space).
@@ -56,6 +67,20 @@ static int run_cases_key(const dsv3_tokenizer *t, const char *path, const char *
                         hexbuf[i] = (char)v;
                     }
                     tx = hexbuf;
+                }
+                const cJSON *pe = cJSON_GetObjectItem(c, "piece_ends");
+                if (cJSON_IsArray(pe)) { // built-in DeepSeek-V3 pre-tokenizer vs HF pre_tokenize_str
+                    static ends_acc ea;
+                    ea.base = tx;
+                    ea.n = 0;
+                    int pok = dsv3_pretokenize_deepseek_v3(tx, tl, acc_end, &ea) == 0 &&
+                              ea.n == (size_t)cJSON_GetArraySize(pe);
+                    const cJSON *e = pe->child;
+                    for (size_t i = 0; pok && i < ea.n; i++, e = e->next) pok = ea.ends[i] == (size_t)e->valuedouble;
+                    if (!pok) {
+                        (*bad)++;
+                        fprintf(stderr, "pre-tokenizer pieces differ from HF: %s case %d\n", path, ncase);
+                    }
                 }
                 int ok = dsv3_tokenizer_encode(t, tx, tl, 0, &got, &n) == 0;
                 ok = ok && n == (size_t)cJSON_GetArraySize(ids);

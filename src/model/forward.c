@@ -28,25 +28,27 @@ void dsv3_ws_alloc(dsv3_fwd_ws *w, const dsv3_config *c, int T, int qblock) {
     w->att = fbuf(T * H * vd);
     w->cos_t = fbuf(T * (rope / 2)); w->sin_t = fbuf(T * (rope / 2));
     const size_t nope = c->qk_nope_head_dim, QB = T < qblock ? T : qblock;
-    w->qh = fbuf(T * (qk > kvl + rope ? qk : kvl + rope));
-    w->qn = fbuf(T * nope);
-    w->kh = fbuf(T * qk);
-    w->vt = fbuf((vd > kvl ? vd : kvl) * T);
-    w->sc = fbuf(QB * T); w->pb = fbuf(QB * T);
-    w->lat = fbuf(QB * (vd > kvl ? vd : kvl)); w->oh = fbuf(QB * vd);
+    const size_t qcmax = qk > kvl + rope ? qk : kvl + rope, lmax = vd > kvl ? vd : kvl;
+    w->ath_stride = T * qcmax + T * nope + T * kvl + T * qk + vd * T + 2 * QB * T + QB * lmax + QB * vd;
+    w->ath = fbuf((size_t)w->nthreads * w->ath_stride);
+    w->ct = fbuf(kvl * T);
     w->g = fbuf(T * Imax); w->u = fbuf(T * Imax);
     w->rlog = fbuf(T * (E ? E : 1));
     w->eidx = dsv3_malloc(sizeof(int32_t) * (T * K + 1)); w->ew = fbuf(T * K);
     w->cnt = dsv3_malloc(sizeof(int) * (E + 1)); w->off = dsv3_malloc(sizeof(int) * (E + 1));
     w->tok = dsv3_malloc(sizeof(int) * (T * K + 1)); w->tokw = fbuf(T * K);
-    w->xe = fbuf(T * d); w->ye = fbuf(T * d);
+    w->ye = fbuf(T * d);
+    w->eth_stride = T * (d + 2 * (size_t)c->moe_intermediate_size);
+    w->eth = fbuf((size_t)w->nthreads * w->eth_stride);
+    w->yslot = fbuf(T * K * d);
+    w->slot_of = dsv3_malloc(sizeof(int) * (T * K + 1));
     w->rscratch = fbuf(2 * E + (size_t)imax(c->n_group, 1));
     w->cat = fbuf(T * 2 * d);
 }
 
 void dsv3_ws_free(dsv3_fwd_ws *w) {
-    void *p[] = {w->x, w->xn, w->o, w->qa, w->q, w->kva, w->cl, w->kv, w->att, w->cos_t, w->sin_t, w->qh, w->qn, w->kh, w->vt, w->sc, w->pb, w->lat, w->oh,
-                 w->g, w->u, w->rlog, w->eidx, w->ew, w->cnt, w->off, w->tok, w->tokw, w->xe, w->ye,
+    void *p[] = {w->x, w->xn, w->o, w->qa, w->q, w->kva, w->cl, w->kv, w->att, w->cos_t, w->sin_t, w->ath, w->ct,
+                 w->g, w->u, w->rlog, w->eidx, w->ew, w->cnt, w->off, w->tok, w->tokw, w->ye, w->eth, w->yslot, w->slot_of,
                  w->rscratch, w->cat};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     memset(w, 0, sizeof *w);

@@ -15,21 +15,26 @@ typedef struct {
     float *kv;                // (T, H*(nope+v))    naive path only
     float *att;               // (T, H*v)           concatenated head outputs
     float *cos_t, *sin_t;     // (T, rope/2)
-    // attention, one head at a time, queries in blocks of QB = min(T, f->qblock)
-    float *qh;                // (T, max(qk, kv_lora + rope)) head queries: [q_nope | q_pe] or [q_abs | q_pe]
-    float *qn;                // (T, nope)          head q_nope (absorb)
-    float *kh;                // (T, qk)            head keys [k_nope | k_pe] (naive)
-    float *vt;                // (max(v, kv_lora), T) head values transposed (naive) or latentᵀ (absorb)
-    float *sc;                // (QB, T)        raw scores of a query block
-    float *pb;                // (QB, T)        probabilities, zero past the causal limit
-    float *lat;               // (QB, max(kv_lora, v)) latent sums (absorb) / head outputs
-    float *oh;                // (QB, v)        head outputs (absorb)
+    // attention: heads run in parallel (one head per thread at a time, its GEMMs single-threaded),
+    // each thread with its own slice of `ath` (ath_stride floats):
+    //   qh (T, max(qk, kv_lora + rope))  head queries [q_nope | q_pe] or [q_abs | q_pe]
+    //   qn (T, nope), qab (T, kv_lora)   head q_nope and q_abs (absorb)
+    //   kh (T, qk)                       head keys [k_nope | k_pe] (naive)
+    //   vh (v, T)                        head values transposed (naive)
+    //   sc, pb (QB, T)                   raw scores of a query block / probabilities, zero past the causal limit
+    //   lat (QB, max(kv_lora, v)), oh (QB, v)  latent sums / head outputs
+    // QB = min(T, f->qblock).
+    float *ath; size_t ath_stride;
+    float *ct;                // (kv_lora, T)       normed latent transposed, shared by heads (absorb)
     float *g, *u;             // (T, I_max)         SwiGLU inner activations
     float *rlog;              // (T, E)             router logits
     int32_t *eidx; float *ew; // (T, K)             chosen experts, weights
     int *cnt, *off;           // (E + 1)
     int *tok; float *tokw;    // (T*K)              tokens grouped by expert
-    float *xe, *ye;           // (T, d)             gathered expert inputs / outputs
+    float *ye;                // (T, d)             shared-expert output
+    float *eth; size_t eth_stride; // per thread: xe (T, d) gathered expert inputs, g/u (T, Im)
+    float *yslot;             // (T*K, d)           routed expert outputs, one row per (token, expert) slot
+    int *slot_of;             // (T*K)              slot of the k-th choice of token t
     float *rscratch;          // (2E + n_group)
     float *cat;               // (T, 2d)            MTP [enorm(emb); hnorm(h)]
 } dsv3_fwd_ws;

@@ -9,6 +9,7 @@
 #include "kernels/cpu/ops.h"
 #include "core/error.h"
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #define QA_NORM_EPS 1e-6f // HF DeepseekV3RMSNorm default for q_a_layernorm / kv_a_layernorm
@@ -82,10 +83,13 @@ void dsv3_mla_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, dsv3_attn_m
         for (int h = 0; h < H; h++) dsv3_rope_apply(w->q + (size_t)t * H * qk + (size_t)h * qk + nope, cs, sn, np, f->interleave);
     }
 
-    // Per head, queries in blocks [t0, t1): scores = Q_blk · K[0:t1]ᵀ (a prefix of the key rows),
-    // masked softmax into pb (QB, T) zero-padded past the causal limit, then pb · (Vᵀ)ᵀ over all T
-    // columns. All products go through dsv3_matmul with fp32 operands.
-    const int QB = f->qblock;
+    // Heads run in parallel, one per thread at a time (the GEMMs inside are then single-threaded:
+    // one fork/join per layer instead of several per head). Per head, queries in blocks [t0, t1):
+    // scores = Q_blk · K[0:t1]ᵀ (a prefix of the key rows), masked softmax into pb (QB, T) zero-padded
+    // past the causal limit, then pb · (Vᵀ)ᵀ over all T columns. All products are dsv3_matmul with
+    // fp32 operands.
+    const int QB = T < f->qblock ? T : f->qblock;
+    const int qc = kvl + rope, qcmax = qk > qc ? qk : qc, lmax = vd > kvl ? vd : kvl;
     const float *kvb = NULL;
     if (mode == DSV3_ATTN_NAIVE) {
         // expand the latent to per-head [k_nope | v]: kv (T, H*(nope+v)) = c · kv_bᵀ.
@@ -96,51 +100,55 @@ void dsv3_mla_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, dsv3_attn_m
         kvb = kvb_f32(f, layer);
         // latentᵀ (kvl, T), shared by every head: the right operand of P · C
         for (int t = 0; t < T; t++)
-            for (int i = 0; i < kvl; i++) w->vt[(size_t)i * T + t] = w->kva[(size_t)t * kva_n + i];
+            for (int i = 0; i < kvl; i++) w->ct[(size_t)i * T + t] = w->kva[(size_t)t * kva_n + i];
     }
+    #pragma omp parallel for schedule(dynamic, 1)
     for (int h = 0; h < H; h++) {
+        float *qh = w->ath + (size_t)omp_get_thread_num() * w->ath_stride;
+        float *qn = qh + (size_t)T * qcmax, *qab = qn + (size_t)T * nope, *kh = qab + (size_t)T * kvl;
+        float *vh = kh + (size_t)T * qk, *sc = vh + (size_t)vd * T, *pb = sc + (size_t)QB * T;
+        float *lat = pb + (size_t)QB * T, *oh = lat + (size_t)QB * lmax;
         if (mode == DSV3_ATTN_NAIVE) {
             for (int t = 0; t < T; t++) {
                 const float *qs = w->q + (size_t)t * H * qk + (size_t)h * qk;
                 const float *kn = w->kv + (size_t)t * H * kvb_n + (size_t)h * kvb_n;
-                memcpy(w->qh + (size_t)t * qk, qs, sizeof(float) * qk);
-                memcpy(w->kh + (size_t)t * qk, kn, sizeof(float) * nope);
-                memcpy(w->kh + (size_t)t * qk + nope, w->kva + (size_t)t * kva_n + kvl, sizeof(float) * rope);
-                for (int j = 0; j < vd; j++) w->vt[(size_t)j * T + t] = kn[nope + j];
+                memcpy(qh + (size_t)t * qk, qs, sizeof(float) * qk);
+                memcpy(kh + (size_t)t * qk, kn, sizeof(float) * nope);
+                memcpy(kh + (size_t)t * qk + nope, w->kva + (size_t)t * kva_n + kvl, sizeof(float) * rope);
+                for (int j = 0; j < vd; j++) vh[(size_t)j * T + t] = kn[nope + j];
             }
-            const dsv3_mat VT = f32_mat(w->vt, vd, T);
+            const dsv3_mat VT = f32_mat(vh, vd, T);
             for (int t0 = 0; t0 < T; t0 += QB) {
                 const int t1 = t0 + QB < T ? t0 + QB : T, n = t1 - t0;
-                const dsv3_mat K = f32_mat(w->kh, t1, qk);
-                dsv3_matmul(w->sc, w->qh + (size_t)t0 * qk, &K, n);
-                block_softmax(w->pb, w->sc, n, t0, t1, T, scale);
-                dsv3_matmul(w->lat, w->pb, &VT, n);
+                const dsv3_mat K = f32_mat(kh, t1, qk);
+                dsv3_matmul(sc, qh + (size_t)t0 * qk, &K, n);
+                block_softmax(pb, sc, n, t0, t1, T, scale);
+                dsv3_matmul(oh, pb, &VT, n);
                 for (int i = 0; i < n; i++)
-                    memcpy(w->att + (size_t)(t0 + i) * H * vd + (size_t)h * vd, w->lat + (size_t)i * vd, sizeof(float) * vd);
+                    memcpy(w->att + (size_t)(t0 + i) * H * vd + (size_t)h * vd, oh + (size_t)i * vd, sizeof(float) * vd);
             }
         } else {
             const float *Wuv = kvb + (size_t)h * kvb_n * kvl + (size_t)nope * kvl;      // (v, kvl)
             const dsv3_mat WUV = f32_mat(Wuv, vd, kvl);
             const dsv3_mat WUKT = f32_mat(f->wuk_t[layer] + (size_t)h * kvl * nope, kvl, nope);
-            const int qc = kvl + rope;
             for (int t = 0; t < T; t++)
-                memcpy(w->qn + (size_t)t * nope, w->q + (size_t)t * H * qk + (size_t)h * qk, sizeof(float) * nope);
+                memcpy(qn + (size_t)t * nope, w->q + (size_t)t * H * qk + (size_t)h * qk, sizeof(float) * nope);
             // q_abs (T, kvl) = q_nope · W_UK[h]; the query row becomes [q_abs | q_pe]
-            dsv3_matmul(w->cl, w->qn, &WUKT, T); // cl (T, kvl) is free in this mode
+            dsv3_matmul(qab, qn, &WUKT, T);
             for (int t = 0; t < T; t++) {
-                memcpy(w->qh + (size_t)t * qc, w->cl + (size_t)t * kvl, sizeof(float) * kvl);
-                memcpy(w->qh + (size_t)t * qc + kvl, w->q + (size_t)t * H * qk + (size_t)h * qk + nope, sizeof(float) * rope);
+                memcpy(qh + (size_t)t * qc, qab + (size_t)t * kvl, sizeof(float) * kvl);
+                memcpy(qh + (size_t)t * qc + kvl, w->q + (size_t)t * H * qk + (size_t)h * qk + nope, sizeof(float) * rope);
             }
-            const dsv3_mat CT = f32_mat(w->vt, kvl, T);
+            const dsv3_mat CT = f32_mat(w->ct, kvl, T);
             for (int t0 = 0; t0 < T; t0 += QB) {
                 const int t1 = t0 + QB < T ? t0 + QB : T, n = t1 - t0;
                 const dsv3_mat K = f32_mat(w->kva, t1, qc);  // cached rows [c | k_pe]
-                dsv3_matmul(w->sc, w->qh + (size_t)t0 * qc, &K, n);
-                block_softmax(w->pb, w->sc, n, t0, t1, T, scale);
-                dsv3_matmul(w->lat, w->pb, &CT, n);          // latent sums (n, kvl)
-                dsv3_matmul(w->oh, w->lat, &WUV, n);         // o_h = W_UV[h] · lat
+                dsv3_matmul(sc, qh + (size_t)t0 * qc, &K, n);
+                block_softmax(pb, sc, n, t0, t1, T, scale);
+                dsv3_matmul(lat, pb, &CT, n);                // latent sums (n, kvl)
+                dsv3_matmul(oh, lat, &WUV, n);               // o_h = W_UV[h] · lat
                 for (int i = 0; i < n; i++)
-                    memcpy(w->att + (size_t)(t0 + i) * H * vd + (size_t)h * vd, w->oh + (size_t)i * vd, sizeof(float) * vd);
+                    memcpy(w->att + (size_t)(t0 + i) * H * vd + (size_t)h * vd, oh + (size_t)i * vd, sizeof(float) * vd);
             }
         }
     }

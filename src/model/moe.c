@@ -4,6 +4,7 @@
 #include "model/forward_impl.h"
 #include "kernels/cpu/ops.h"
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 // Index of the largest value among v[0..n) whose taken[] flag is 0 (lowest index on ties).
@@ -100,7 +101,7 @@ void dsv3_ffn_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, int32_t *tr
         memcpy(tr_w, w->ew, sizeof(float) * (size_t)T * K);
     }
 
-    // group (token, weight) pairs by expert: counting sort
+    // group (token, weight) pairs by expert: counting sort; slot_of[t*K + k] = position of the pair
     memset(w->cnt, 0, sizeof(int) * (size_t)(E + 1));
     for (int i = 0; i < T * K; i++) w->cnt[w->eidx[i]]++;
     w->off[0] = 0;
@@ -111,20 +112,35 @@ void dsv3_ffn_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, int32_t *tr
             int e = w->eidx[(size_t)t * K + k], p = w->off[e] + w->cnt[e]++;
             w->tok[p] = t;
             w->tokw[p] = w->ew[(size_t)t * K + k];
+            w->slot_of[(size_t)t * K + k] = p;
         }
 
-    memset(w->o, 0, sizeof(float) * (size_t)T * d);
+    // Experts run in parallel, one per thread at a time (their GEMMs single-threaded): each expert's
+    // tokens form one (n_e, d) batch, so its weights are read once per forward. Outputs go to one row
+    // per (token, expert) slot; no two experts write the same row.
+    const int Im = c->moe_intermediate_size;
+    #pragma omp parallel for schedule(dynamic, 1)
     for (int e = 0; e < E; e++) {
         const int n = w->off[e + 1] - w->off[e];
         if (n == 0) continue;
+        float *xe = w->eth + (size_t)omp_get_thread_num() * w->eth_stride;
+        float *g = xe + (size_t)T * d, *u = g + (size_t)T * Im;
         const int *tk = w->tok + w->off[e];
-        const float *tw = w->tokw + w->off[e];
-        for (int i = 0; i < n; i++) memcpy(w->xe + (size_t)i * d, w->xn + (size_t)tk[i] * d, sizeof(float) * d);
-        swiglu_mlp(w, w->xe, n, &L->exp_gate[e], &L->exp_up[e], &L->exp_down[e], w->ye);
-        for (int i = 0; i < n; i++) {
-            float *dst = w->o + (size_t)tk[i] * d;
-            const float *src = w->ye + (size_t)i * d;
-            const float wt = tw[i];
+        for (int i = 0; i < n; i++) memcpy(xe + (size_t)i * d, w->xn + (size_t)tk[i] * d, sizeof(float) * d);
+        dsv3_matmul(g, xe, &L->exp_gate[e], n);
+        dsv3_matmul(u, xe, &L->exp_up[e], n);
+        dsv3_swiglu(g, u, (long)n * Im);
+        dsv3_matmul(w->yslot + (size_t)w->off[e] * d, g, &L->exp_down[e], n);
+    }
+    // combine per token in ascending expert order (deterministic, independent of the thread count)
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        float *dst = w->o + (size_t)t * d;
+        memset(dst, 0, sizeof(float) * d);
+        for (int k = 0; k < K; k++) {
+            const int p = w->slot_of[(size_t)t * K + k];
+            const float *src = w->yslot + (size_t)p * d;
+            const float wt = w->tokw[p];
             for (int j = 0; j < d; j++) dst[j] += src[j] * wt;
         }
     }

@@ -2,8 +2,8 @@
 // (DeepSeek-V3's Split-sequence pre-tokenizer and GPT-2-style ByteLevel(use_regex=true)).
 // See docs/TOKENIZER.md for the supported subset and how invalid UTF-8 is handled.
 //
-// Thread safety: a loaded dsv3_tokenizer is read-only after load except for its internal BPE
-// cache, which is protected; dsv3_tokenizer_encode may be called from several threads at once.
+// Thread safety: a loaded dsv3_tokenizer is read-only after load; the BPE cache is per thread
+// (thread-local, keyed by tokenizer), so encode/decode may be called from several threads at once.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -40,6 +40,7 @@ const char *dsv3_tokenizer_id_to_token(const dsv3_tokenizer *t, int id);
 int dsv3_tokenizer_is_special(const dsv3_tokenizer *t, int id);
 // BOS/EOS ids: from tokenizer_config.json next to tokenizer.json when present, else the
 // DeepSeek-V3 names <｜begin▁of▁sentence｜> / <｜end▁of▁sentence｜>; -1 if unknown.
+// (dsv3_tokenizer_load_json never reads a config file.)
 int dsv3_tokenizer_bos_id(const dsv3_tokenizer *t);
 int dsv3_tokenizer_eos_id(const dsv3_tokenizer *t);
 

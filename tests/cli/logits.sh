@@ -52,6 +52,8 @@ check "absorb npy header/size" npy_ok "$TMP/a.npy" 8 384
 expect_exit 0 "logits rerun" "$DSV3" logits --model "$A" --ids $IDS --out "$TMP/a2.npy"
 check "deterministic output" cmp -s "$TMP/a.npy" "$TMP/a2.npy"
 check "logits are not all zero" bash -c '[ "$(od -An -v -tx1 -j128 "$0" | tr -d " \n0")" != "" ]' "$TMP/a.npy"
+expect_exit 0 "logits 2 threads" "$DSV3" logits --model "$A" --ids $IDS --attn naive --out "$TMP/n2.npy" --threads 2
+check "identical for 1 and 2 threads" cmp -s "$TMP/n.npy" "$TMP/n2.npy"
 expect_exit 0 "one token" "$DSV3" logits --model "$A" --ids 7 --out "$TMP/one.npy"
 check "T=1 npy" npy_ok "$TMP/one.npy" 1 384
 expect_exit 0 "mtp logits" "$DSV3" logits --model "$G" --ids 5,6,7,8,9 --mtp --out "$TMP/m.npy"

@@ -15,7 +15,7 @@ usage: check_bpe_trained.py --dsv3 ./dsv3 --vocab-size 8000 --heldout H.jsonl [-
                             [--no-hf-train] [--threads 1,2] TRAIN...
 Exit 0 when everything matches; prints the timings as one JSON line at the end.
 """
-import argparse, json, os, resource, subprocess, sys, tempfile, time
+import argparse, json, os, resource, shutil, subprocess, sys, tempfile, time
 
 
 def child_cpu():
@@ -78,6 +78,13 @@ def main():
     a = ap.parse_args()
     threads = [int(x) for x in a.threads.split(",")]
     tmp = tempfile.mkdtemp(prefix="bpecheck.")
+    try:
+        return run(a, threads, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(a, threads, tmp):
     ok = True
     timing = {"vocab_size": a.vocab_size, "train_files": a.train}
     out = os.path.join(tmp, "tokenizer.json")

@@ -5,7 +5,8 @@
 Each line: {"cat": category, "text": str, "ids": [int],
             "decoded": str (only if decode(ids, skip_special_tokens=False) != text),
             "decoded_skip": str (only if decode(ids, skip_special_tokens=True) != text),
-            "text_hex": hex of the UTF-8 text (only if it contains U+0000)}
+            "text_hex": hex of the UTF-8 text (only if it contains U+0000),
+            "piece_ends": byte offsets where the pre-tokenizer's pieces end (texts <= 600 bytes)}
 encode uses add_special_tokens=False (it adds nothing for DeepSeek-V3 anyway; BOS is the caller's job).
 
 Text sources are real text already on a Debian system: gettext translations (/usr/share/locale/*/
@@ -172,6 +173,10 @@ def main():
             rec = {"cat": cat, "text": text, "ids": enc.ids}
             if "\0" in text:  # C JSON parsers stop strings at NUL: give the exact bytes too
                 rec["text_hex"] = text.encode("utf-8").hex()
+            if len(text.encode("utf-8")) <= 600:
+                # pre-tokenizer alone (no added-token split): byte offsets where its pieces end
+                ends = [len(text[:e].encode("utf-8")) for _, (_, e) in tok.pre_tokenizer.pre_tokenize_str(text)]
+                rec["piece_ends"] = ends
             d = tok.decode(enc.ids, skip_special_tokens=False)
             if d != text:
                 rec["decoded"] = d
