@@ -4,6 +4,9 @@
 set -u
 passed=0; failed=0
 : "${DSV3:=./dsv3}"; export DSV3
+# OpenMP threads sleep instead of spinning while waiting: on a shared 2-core machine spinning
+# makes a parallel region wait for a descheduled thread (see docs/PERF.md).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 for t in "$@" tests/cli/*.sh; do
   [ -e "$t" ] || continue
   name=$(basename "$t")

@@ -7,7 +7,7 @@
 // Tolerances (fp32 C vs fp32 torch eager on CPU, |logits| ~ 1-4):
 //  - logits / hidden: |Δ| <= 1e-5 + 1e-4·|ref|. Both sides compute in fp32 with different summation
 //    orders (torch's blocked GEMM vs our kernels) over dots of length <= 96, through 3 layers and a
-//    softmax; that drifts ~1e-6 absolute (measured max 5e-6), far below the 1e-2-scale effect of any
+//    softmax; that drifts ~1e-6 absolute (measured max 6e-6), far below the 1e-2-scale effect of any
 //    semantic slip (a missing m², wrong rope pairing, 0.0 instead of -inf masking, wrong eps).
 //  - router weights: |Δ| <= 1e-5 (weights are O(1); same fp32 drift argument).
 //  - expert ids: exact. Fixtures are generated with every routing margin > 1e-3, so fp32 drift
@@ -17,6 +17,8 @@
 #include "model/forward.h"
 #include "model/safetensors.h"
 #include "core/error.h"
+#include "core/npy.h"
+#include <unistd.h>
 #include <dirent.h>
 #include <stdint.h>
 
@@ -87,6 +89,18 @@ static void run_case(const char *root, const char *cs) {
         long bad = compare(logits, tl->data, (size_t)T * V, 1e-5, 1e-4, &md);
         CHECK(bad == 0, "%s/%s: %ld logits outside 1e-5 + 1e-4|ref| (max |d| %.3g)", cs, mn, bad, md);
         printf("%-22s %-6s logits max|d| %.3g", cs, mn, md);
+        if (mode == 0) { // the .npy the CLI writes holds exactly these floats
+            char np[64];
+            snprintf(np, sizeof np, "/tmp/dsv3_test_forward_%d.npy", (int)getpid());
+            int64_t shp[2] = {T, V};
+            float *back = NULL; int nd = 0; int64_t bs[DSV3_NPY_MAX_DIMS] = {0};
+            CHECK(dsv3_npy_write_f32(np, logits, 2, shp) == 0 && dsv3_npy_read_f32(np, &back, &nd, bs) == 0,
+                  "%s: npy round trip: %s", cs, dsv3_error());
+            CHECK(back && nd == 2 && bs[0] == T && bs[1] == V && memcmp(back, logits, sizeof(float) * (size_t)T * V) == 0,
+                  "%s: npy round trip changed the logits", cs);
+            free(back);
+            unlink(np);
+        }
         bad = compare(hidden, th->data, (size_t)T * d, 1e-5, 1e-4, &md);
         CHECK(bad == 0, "%s/%s: %ld final_hidden values off (max |d| %.3g)", cs, mn, bad, md);
         printf("  final_hidden %.3g", md);

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,9 +13,48 @@ const char dsv3_gpt2_pattern[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 static pthread_once_t g_onig_once = PTHREAD_ONCE_INIT;
+static int g_props_ok;
 static void onig_init_once(void) {
     OnigEncoding encs[1] = {ONIG_ENCODING_UTF8};
     onig_initialize(encs, 1);
+    g_props_ok = 1;
+    for (int i = 0; i < DSV3_UNICODE_NPROPS; i++)
+        if (onig_unicode_define_user_property(dsv3_unicode_props[i].onig_name, dsv3_unicode_props[i].ranges) != 0)
+            g_props_ok = 0;
+}
+
+// HF tokenizers' Oniguruma has Unicode 16.0 tables, Debian's libonig Unicode 14.0. Rewrite the
+// general-category escapes \p{X}, \P{X}, \p{^X} (X in L N P S M) to user properties holding the
+// Unicode 16.0 sets (src/tokenizer/unicode_props.c), so code points assigned since 14.0 are
+// classified as HF does. Escaped backslashes are skipped in pairs, so "\\p{L}" stays literal.
+static char *rewrite_category_escapes(const char *pat, size_t len, size_t *out_len) {
+    char *out = malloc(3 * len + 16), *o = out;
+    if (!out) return NULL;
+    size_t i = 0;
+    while (i < len) {
+        if (pat[i] == '\\' && i + 1 < len) {
+            char c = pat[i + 1];
+            if ((c == 'p' || c == 'P') && i + 2 < len && pat[i + 2] == '{') {
+                size_t j = i + 3;
+                int neg = j < len && pat[j] == '^';
+                if (neg) j++;
+                const char *cats = "LNPSM";
+                const char *hit = j + 1 < len && pat[j + 1] == '}' && pat[j] ? strchr(cats, pat[j]) : NULL;
+                if (hit) {
+                    o += sprintf(o, "\\%c{%s%s}", c, neg ? "^" : "", dsv3_unicode_props[hit - cats].onig_name);
+                    i = j + 2;
+                    continue;
+                }
+            }
+            *o++ = pat[i++];
+            *o++ = pat[i++];
+            continue;
+        }
+        *o++ = pat[i++];
+    }
+    *o = 0;
+    *out_len = (size_t)(o - out);
+    return out;
 }
 
 int dsv3_utf8_seq_len(const unsigned char *s, size_t len) {
@@ -77,10 +117,21 @@ int dsv3_pretok_add_step(dsv3_pretok *p, const char *pattern, size_t len, int li
         }
         pat = buf;
     }
+    if (!g_props_ok) {
+        free(buf);
+        return dsv3_errorf("internal: cannot register the Unicode 16.0 category tables with Oniguruma");
+    }
+    size_t rlen;
+    char *rw = rewrite_category_escapes(pat, plen, &rlen);
+    if (!rw) {
+        free(buf);
+        return dsv3_errorf("out of memory");
+    }
     OnigErrorInfo einfo;
     regex_t *re = NULL;
-    int r = onig_new(&re, (const UChar *)pat, (const UChar *)pat + plen, ONIG_OPTION_NONE, ONIG_ENCODING_UTF8,
-                     ONIG_SYNTAX_RUBY, &einfo);
+    int r = onig_new(&re, (const UChar *)rw, (const UChar *)rw + rlen, ONIG_OPTION_NONE, ONIG_ENCODING_UTF8,
+                     ONIG_SYNTAX_ONIGURUMA, &einfo);
+    free(rw);
     if (r != ONIG_NORMAL) {
         UChar msg[ONIG_MAX_ERROR_MESSAGE_LEN];
         onig_error_code_to_str(msg, r, &einfo);

@@ -236,7 +236,7 @@ struct dsv3_tokenizer {
     uint64_t serial;       // distinguishes tokenizers for the per-thread BPE cache
 };
 
-static atomic_uint_fast64_t g_serial = 1;
+static atomic_uint_fast64_t g_serial = 1; // never 0 (0 marks an empty cache entry)
 
 static const char *arena_add(dsv3_tokenizer *t, const char *s, size_t len) {
     // strings are referenced by pointer, so the arena is allocated once, large enough (see load)
@@ -382,12 +382,12 @@ static void bpe_piece_uncached(const dsv3_tokenizer *t, const unsigned char *s, 
 #define CACHE_IDS 10
 typedef struct {
     uint64_t hash;
-    uint8_t klen, nids; // klen 0 = empty
+    uint32_t serial;    // tokenizer that wrote the entry (0 = empty), so tokenizers can share the cache
+    uint8_t klen, nids;
     char key[CACHE_KEY];
     int32_t ids[CACHE_IDS];
 } cache_ent;
 typedef struct {
-    uint64_t serial;
     cache_ent e[CACHE_SLOTS];
 } bpe_cache;
 
@@ -399,13 +399,8 @@ static bpe_cache *thread_cache(const dsv3_tokenizer *t) {
     pthread_once(&g_cache_once, cache_key_init);
     bpe_cache *c = pthread_getspecific(g_cache_key);
     if (!c) {
-        c = dsv3_malloc(sizeof *c);
-        c->serial = 0;
+        c = dsv3_calloc(1, sizeof *c);
         pthread_setspecific(g_cache_key, c);
-    }
-    if (c->serial != t->serial) {
-        for (int i = 0; i < CACHE_SLOTS; i++) c->e[i].klen = 0;
-        c->serial = t->serial;
     }
     return c;
 }
@@ -421,7 +416,8 @@ static void bpe_piece(const dsv3_tokenizer *t, bpe_cache *cache, const unsigned 
     }
     uint64_t h = hash_bytes(s, len);
     cache_ent *e = &cache->e[h & (CACHE_SLOTS - 1)];
-    if (e->klen == len && e->hash == h && memcmp(e->key, s, len) == 0) {
+    uint32_t serial = (uint32_t)t->serial;
+    if (e->serial == serial && e->klen == len && e->hash == h && memcmp(e->key, s, len) == 0) {
         for (int i = 0; i < e->nids; i++) ivec_push(out, e->ids[i]);
         return;
     }
@@ -430,6 +426,7 @@ static void bpe_piece(const dsv3_tokenizer *t, bpe_cache *cache, const unsigned 
     size_t nids = out->n - start;
     if (nids <= CACHE_IDS) {
         e->hash = h;
+        e->serial = serial;
         e->klen = (uint8_t)len;
         e->nids = (uint8_t)nids;
         memcpy(e->key, s, len);
@@ -744,6 +741,7 @@ static dsv3_tokenizer *load_from_json(const char *json, size_t len, const char *
     t->pre.prefix_space_at = -1;
     t->unk_id = -1;
     t->serial = atomic_fetch_add(&g_serial, 1);
+    if ((uint32_t)t->serial == 0) t->serial = atomic_fetch_add(&g_serial, 1); // after 2^32 loads
     cJSON *root = cJSON_ParseWithLength(json, len), *cfg = NULL;
     int32_t *added_ids = NULL;
     if (!root) {

@@ -16,7 +16,7 @@ typedef struct {
 // The GPT-2 pattern that HF ByteLevel(use_regex=true) applies (it is not stored in tokenizer.json).
 extern const char dsv3_gpt2_pattern[];
 
-// Compile one pattern (Oniguruma, Ruby syntax = the onig crate default, UTF-8). `literal` escapes
+// Compile one pattern (Oniguruma, ONIG_SYNTAX_ONIGURUMA = the onig crate default, UTF-8). `literal` escapes
 // it first (Split pattern {"String": ...}). Returns 0 or -1 with dsv3_error().
 int dsv3_pretok_add_step(dsv3_pretok *p, const char *pattern, size_t len, int literal);
 void dsv3_pretok_free(dsv3_pretok *p);
@@ -27,3 +27,13 @@ int dsv3_pretok_run(const dsv3_pretok *p, const char *text, size_t len, dsv3_pie
 size_t dsv3_utf8_valid_prefix(const unsigned char *s, size_t len);
 // Length of the valid UTF-8 sequence starting at s[0] (1..4), or 0 if s[0] does not start one.
 int dsv3_utf8_seq_len(const unsigned char *s, size_t len);
+
+// Unicode 16.0 general categories (src/tokenizer/unicode_props.c, generated), registered as
+// Oniguruma user properties: \p{L} in a pattern is compiled as \p{Dsv3CatL}, etc.
+#define DSV3_UNICODE_NPROPS 5
+typedef struct {
+    const char *category; // "L", "N", "P", "S", "M"
+    const char *onig_name;
+    OnigCodePoint *ranges;
+} dsv3_unicode_prop;
+extern const dsv3_unicode_prop dsv3_unicode_props[DSV3_UNICODE_NPROPS];

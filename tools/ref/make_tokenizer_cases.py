@@ -91,7 +91,7 @@ def main():
             continue
         for v in rng.sample(s, min(25, len(s))):
             cases.append(("multilingual", v))
-        for _ in range(3):  # paragraphs
+        for _ in range(2):  # paragraphs
             cases.append(("multilingual", "\n".join(rng.sample(s, min(40, len(s))))))
 
     # 2. code
@@ -143,6 +143,21 @@ def main():
     # 7. random Unicode (valid code points from many blocks, incl. combining marks and controls)
     for _ in range(250):
         cases.append(("random-unicode", "".join(random_valid_cp(rng) for _ in range(rng.randint(1, 60)))))
+
+    # 7b. code points assigned after Unicode 14 (HF's Oniguruma has Unicode 16.0 tables, Debian's
+    # libonig 14.0; see tools/ref/make_unicode_tables.py), mixed with ASCII
+    new_blocks = [(0x1FA70, 0x1FAFF), (0x1F8B0, 0x1F8BB), (0x31350, 0x323AF), (0x2EBF0, 0x2EE5D), (0x11F00, 0x11F5F),
+                  (0x1E030, 0x1E08F), (0x10D40, 0x10D8F), (0x16100, 0x1613F), (0x1CC00, 0x1CEBF), (0x1E5D0, 0x1E5FF),
+                  (0x11BC0, 0x11BFF), (0x105C0, 0x105FF), (0x0C5D, 0x0C5D), (0x1DF25, 0x1DF2A), (0x10EFC, 0x10EFF)]
+    for _ in range(100):
+        parts = []
+        for _ in range(rng.randint(1, 25)):
+            if rng.random() < 0.6:
+                a, b = rng.choice(new_blocks)
+                parts.append(chr(rng.randint(a, b)))
+            else:
+                parts.append(rng.choice(["a", "Z", " ", "  ", "1", "23", ".", "!", "\n", "é", "中", "\u0301"]))
+        cases.append(("unicode-16", "".join(parts)))
 
     # 8. English prose
     corpus = sorted(glob.glob(os.path.join(ROOT, "data/corpus/*.jsonl")))
