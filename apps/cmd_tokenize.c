@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "core/text.h"
 
 #define DEFAULT_TOKENIZER "models/deepseek-v3/tokenizer.json"
 
@@ -38,17 +39,6 @@ static const char *DETOKENIZE_HELP =
     "  --skip-special    drop added tokens marked special (BOS, EOS, ...)\n"
     "\n"
     "Exit status: 0 ok, 2 bad input (an id that is not a number or not in the vocabulary) or usage.\n";
-
-// 1 if the raw JSON text has a \u0000 escape (an odd run of backslashes before "u0000").
-static int json_has_nul_escape(const char *s, size_t len) {
-    for (size_t i = 0; i + 6 <= len; i++) {
-        if (s[i] != '\\' || memcmp(s + i + 1, "u0000", 5) != 0) continue;
-        size_t k = 0;
-        while (k < i && s[i - 1 - k] == '\\') k++;
-        if (k % 2 == 0) return 1;
-    }
-    return 0;
-}
 
 static int write_ids_line(FILE *f, const int32_t *ids, size_t n, int json) {
     if (json) fputc('[', f);
@@ -111,7 +101,7 @@ int cmd_tokenize(int argc, char **argv) {
                 // cJSON strings end at the first NUL: a "\u0000" escape is rejected rather than
                 // silently truncating the text.
                 size_t tl = strlen(tx->valuestring);
-                if (json_has_nul_escape(line, ll)) {
+                if (dsv3_json_has_nul_escape(line, ll)) {
                     dsv3_errorf("stdin line %ld: \"text\" contains \\u0000, which --jsonl does not support", lineno);
                     rc = cli_bad_input();
                 } else if (dsv3_tokenizer_encode(t, tx->valuestring, tl, bos, &ids, &n)) {

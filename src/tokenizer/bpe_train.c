@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "core/text.h"
 
 static const char *const k_special[DSV3_BPE_NUM_SPECIAL + DSV3_BPE_NUM_ADDED] = {
     "<\xEF\xBD\x9C" "begin\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>", // <｜begin▁of▁sentence｜>
@@ -38,21 +39,8 @@ typedef struct {
     size_t arena_n, arena_cap;
 } wmap;
 
-static uint64_t hash_bytes(const char *p, size_t n) {
-    uint64_t h = 0x243F6A8885A308D3ull ^ (n * 0x9E3779B97F4A7C15ull);
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = (h ^ w) * 0xFF51AFD7ED558CCDull;
-        h ^= h >> 32;
-        p += 8, n -= 8;
-    }
-    uint64_t w = 0;
-    memcpy(&w, p, n);
-    h = (h ^ w) * 0xC4CEB9FE1A85EC53ull;
-    h ^= h >> 29;
-    return h | 1; // never 0 (0 marks an empty slot)
-}
+// never 0: 0 marks an empty slot
+static inline uint64_t hash_bytes(const char *p, size_t n) { return dsv3_hash_bytes(p, n) | 1; }
 
 static void wmap_init(wmap *m, size_t cap) {
     memset(m, 0, sizeof *m);

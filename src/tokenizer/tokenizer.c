@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "core/text.h"
 
 #define MAX_ID (1 << 22) // ids at or above this are rejected (hostile files must not make us allocate GBs)
 
@@ -33,25 +34,6 @@ typedef struct {
     size_t count;
 } str_map;
 
-static uint64_t hash_bytes(const void *p, size_t n) {
-    const unsigned char *s = p;
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xff51afd7ed558ccdull);
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, s, 8);
-        h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
-        h ^= h >> 29;
-        s += 8;
-        n -= 8;
-    }
-    uint64_t w = 0;
-    memcpy(&w, s, n);
-    h = (h ^ w ^ n) * 0x94d049bb133111ebull;
-    h ^= h >> 31;
-    h *= 0xbf58476d1ce4e5b9ull;
-    h ^= h >> 32;
-    return h;
-}
 
 static void str_map_init(str_map *m, size_t n) {
     size_t cap = 16;
@@ -62,7 +44,7 @@ static void str_map_init(str_map *m, size_t n) {
 }
 
 static str_slot *str_map_find_slot(const str_map *m, const char *s, size_t len) {
-    size_t i = hash_bytes(s, len) & m->mask;
+    size_t i = dsv3_hash_bytes(s, len) & m->mask;
     for (;;) {
         str_slot *e = &m->slots[i];
         if (!e->s || (e->len == len && memcmp(e->s, s, len) == 0)) return e;
@@ -414,7 +396,7 @@ static void bpe_piece(const dsv3_tokenizer *t, bpe_cache *cache, const unsigned 
         bpe_piece_uncached(t, s, len, out);
         return;
     }
-    uint64_t h = hash_bytes(s, len);
+    uint64_t h = dsv3_hash_bytes(s, len);
     cache_ent *e = &cache->e[h & (CACHE_SLOTS - 1)];
     uint32_t serial = (uint32_t)t->serial;
     if (e->serial == serial && e->klen == len && e->hash == h && memcmp(e->key, s, len) == 0) {

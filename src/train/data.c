@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include "core/text.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -42,18 +43,6 @@ static void dl_own(dsv3_doclist *dl, char *buf) {
 static int ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
-// 1 if raw JSON text has a \u0000 escape (an odd number of backslashes before "u0000"): cJSON strings
-// are NUL-terminated, so such a text would be silently cut.
-static int has_nul_escape(const char *s, size_t len) {
-    for (size_t i = 0; i + 6 <= len; i++) {
-        if (s[i] != '\\' || memcmp(s + i + 1, "u0000", 5) != 0) continue;
-        size_t k = 0;
-        while (k < i && s[i - 1 - k] == '\\') k++;
-        if (k % 2 == 0) return 1;
-    }
-    return 0;
 }
 
 int dsv3_doclist_read(dsv3_doclist *dl, const char *path) {
@@ -89,7 +78,7 @@ int dsv3_doclist_read(dsv3_doclist *dl, const char *path) {
                                           : "not valid JSON (each line of a .jsonl input must be one JSON object)");
             }
             size_t n = strlen(t->valuestring);
-            if (has_nul_escape(buf + a, b - a)) {
+            if (dsv3_json_has_nul_escape(buf + a, b - a)) {
                 cJSON_Delete(o);
                 free(buf), free(out);
                 dl->n = first_doc;
