@@ -62,7 +62,7 @@ static int cmd_prepare(int argc, char **argv) {
                                 .bestfit = 1, .shard_rows = 4096, .threads = 0, .progress = 1};
     unsigned long long v;
     int nin = 0;
-    char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
+    char **inputs = dsv3_calloc((size_t)argc + 1, sizeof *inputs);
 #define FAIL(...) do { free(inputs); return cli_usage_error(C, __VA_ARGS__); } while (0)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

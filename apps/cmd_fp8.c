@@ -85,11 +85,19 @@ static int cmd_cast(int argc, char **argv) {
             line[--len] = 0;
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
+        if (strlen(line) != (size_t)len) { // strtof would stop at the NUL and accept the prefix
+            dsv3_errorf("stdin line %ld: expected a decimal number, found a NUL byte", lineno);
+            free(vals);
+            free(line);
+            return cli_bad_input();
+        }
         char *end;
         errno = 0;
         float v = strtof(p, &end);
-        // ERANGE only matters for underflow to 0 / overflow to inf, which are the correct float32 roundings
-        if (*p == 0 || *end != 0 || (p[0] == '0' && (p[1] == 'x' || p[1] == 'X'))) {
+        // ERANGE only matters for underflow to 0 / overflow to inf, which are the correct float32 roundings.
+        // strtof also reads hex floats ("0x1p3", "-0x10"): not decimal, rejected.
+        const char *digits = p + (*p == '+' || *p == '-');
+        if (*p == 0 || *end != 0 || (digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X'))) {
             dsv3_errorf("stdin line %ld: expected a decimal number, found '%.60s'", lineno, p);
             free(vals);
             free(line);
@@ -149,7 +157,10 @@ static int cmd_study(int argc, char **argv) {
     }
     for (int j = 0; j < nncs; j++)
         if (ncs[j] > 0 && ncs[j] % cfg.group)
-            return cli_usage_error(cmd, "--nc %d must be a multiple of the group size %d", ncs[j], cfg.group);
+            return nncs == 1
+                ? cli_usage_error(cmd, "--nc %d must be a multiple of the group size %d", ncs[j], cfg.group)
+                : cli_usage_error(cmd, "the default promotion intervals 32 64 128 256 need a group size dividing 32 "
+                                       "(found --group %d): pass one --nc that is a multiple of it", cfg.group);
     printf("# FP8 GEMM accumulation study: M=%d N=%d, E4M3 inputs %s, %s scales (1x128 A, 128x128 B),\n"
            "# accumulator %d bits aligned per %d products, dropped bits rounded %s, seed %llu;\n"
            "# errors vs an fp64 GEMM of the dequantized inputs\n",

@@ -3,13 +3,13 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "tokenizer/tokenizer.h"
+#include "train/data.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "core/text.h"
 
 #define DEFAULT_TOKENIZER "models/deepseek-v3/tokenizer.json"
 
@@ -24,8 +24,9 @@ static const char *TOKENIZE_HELP =
     "                    BOS/EOS names come from tokenizer_config.json in the same directory\n"
     "  --bos             prepend the BOS id\n"
     "  --jsonl           each stdin line is a JSON object with a \"text\" string; each output line\n"
-    "                    is the JSON array of its ids (blank lines are skipped). A bad line is an\n"
-    "                    error (exit 2) naming its line number.\n"
+    "                    is the JSON array of its ids (blank lines are skipped). A bad line (not\n"
+    "                    one JSON object, no string \"text\", a \\u0000 escape) is an error (exit 2)\n"
+    "                    naming its line number.\n"
     "\n"
     "Exit status: 0 ok, 2 bad input or usage.\n";
 
@@ -73,49 +74,44 @@ int cmd_tokenize(int argc, char **argv) {
         dsv3_tokenizer_free(t);
         return cli_bad_input();
     }
-    int rc = 0;
+    int rc = 0, werr = 0; // werr: a write to stdout failed (reported once, below)
     int32_t *ids = NULL;
     size_t n;
     if (!jsonl) {
         if (dsv3_tokenizer_encode(t, text, len, bos, &ids, &n)) rc = cli_bad_input();
-        else if (write_ids_line(stdout, ids, n, 0)) rc = 1;
+        else if (write_ids_line(stdout, ids, n, 0)) werr = 1;
         free(ids);
     } else {
         size_t pos = 0;
         long lineno = 0;
-        while (pos < len && rc == 0) {
+        while (pos < len && rc == 0 && !werr) {
             char *nl = memchr(text + pos, '\n', len - pos);
             size_t end = nl ? (size_t)(nl - text) : len;
             lineno++;
             const char *line = text + pos;
             size_t ll = end - pos;
             pos = end + 1;
-            if (ll == 0 || (ll == 1 && line[0] == '\r')) continue; // blank line
-            cJSON *obj = cJSON_ParseWithLength(line, ll);
-            const cJSON *tx = cJSON_GetObjectItemCaseSensitive(obj, "text");
-            if (!cJSON_IsObject(obj) || !cJSON_IsString(tx)) {
-                dsv3_errorf("stdin line %ld: expected a JSON object with a \"text\" string%s", lineno,
-                            obj ? "" : " (not valid JSON)");
+            cJSON *obj;
+            const char *tx;
+            size_t tl;
+            // Same line rules as `data prepare` / `tokenizer train` (src/train/data.c): blank lines are
+            // skipped; trailing bytes after the object and \u0000 escapes are errors.
+            int r = dsv3_jsonl_line_text(line, ll, &obj, &tx, &tl);
+            if (r == 0) continue;
+            if (r < 0) {
+                dsv3_error_context("stdin line %ld", lineno);
+                rc = cli_bad_input();
+            } else if (dsv3_tokenizer_encode(t, tx, tl, bos, &ids, &n)) {
+                dsv3_error_context("stdin line %ld", lineno);
                 rc = cli_bad_input();
             } else {
-                // cJSON strings end at the first NUL: a "\u0000" escape is rejected rather than
-                // silently truncating the text.
-                size_t tl = strlen(tx->valuestring);
-                if (dsv3_json_has_nul_escape(line, ll)) {
-                    dsv3_errorf("stdin line %ld: \"text\" contains \\u0000, which --jsonl does not support", lineno);
-                    rc = cli_bad_input();
-                } else if (dsv3_tokenizer_encode(t, tx->valuestring, tl, bos, &ids, &n)) {
-                    dsv3_error_context("stdin line %ld", lineno);
-                    rc = cli_bad_input();
-                } else {
-                    if (write_ids_line(stdout, ids, n, 1)) rc = 1;
-                    free(ids);
-                }
+                if (write_ids_line(stdout, ids, n, 1)) werr = 1;
+                free(ids);
             }
             cJSON_Delete(obj);
         }
     }
-    if (fflush(stdout) != 0 && rc == 0) {
+    if ((fflush(stdout) != 0 || werr) && rc == 0) {
         fprintf(stderr, "dsv3 tokenize: write error: %s\n", strerror(errno));
         rc = 1;
     }

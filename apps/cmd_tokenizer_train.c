@@ -52,7 +52,7 @@ static int cmd_train(int argc, char **argv) {
     long long vocab = -1, minf = 0, threads = 0;
     const char *out = NULL;
     int quiet = 0, nfiles = 0;
-    char **files = calloc((size_t)argc + 1, sizeof *files);
+    char **files = dsv3_calloc((size_t)argc + 1, sizeof *files);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) { fputs(HELP, stdout); free(files); return 0; }
@@ -84,8 +84,8 @@ static int cmd_train(int argc, char **argv) {
         if (dsv3_doclist_read(&dl, files[i])) { dsv3_doclist_free(&dl); free(files); return cli_bad_input(); }
     free(files);
     double t1 = now_s();
-    const char **texts = malloc((dl.n + 1) * sizeof *texts);
-    size_t *lens = malloc((dl.n + 1) * sizeof *lens);
+    const char **texts = dsv3_malloc((dl.n + 1) * sizeof *texts);
+    size_t *lens = dsv3_malloc((dl.n + 1) * sizeof *lens);
     for (size_t i = 0; i < dl.n; i++) texts[i] = dl.docs[i].text, lens[i] = dl.docs[i].len;
     dsv3_bpe_trainer *t = dsv3_bpe_trainer_new();
     int rc = dsv3_bpe_trainer_feed_many(t, texts, lens, dl.n, (int)threads);

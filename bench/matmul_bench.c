@@ -2,7 +2,7 @@
 // Prints markdown table rows. Measures, in the same run:
 //   - the core clock (a chain of dependent integer adds, 1 cycle each on this x86 core) -> fp32 peak
 //     = threads x 2 FMA pipes x 8 lanes x 2 flops x clock (AVX2: two 256-bit FMA units per core);
-//   - DRAM read bandwidth: 2-thread AVX2 sum over a 1 GiB buffer (stream-like "read" kernel);
+//   - DRAM read bandwidth: 2-thread AVX2 sum over a 256 MiB buffer (8x L3; stream-like "read" kernel);
 //   - GEMV (M = 1) on expert / dense-MLP sized weights: GB/s of weight bytes; several copies of each
 //     matrix are cycled through so the working set is >= 4x the 32 MiB L3 (each call reads from DRAM,
 //     as when a token visits different experts);

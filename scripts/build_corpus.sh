@@ -26,6 +26,9 @@ if [ -n "$missing" ]; then
 fi
 
 mkdir -p $OUT
+# SOURCES.txt marks a complete corpus: drop it first, so that a rebuild interrupted half-way (some
+# files new, some old) is not taken as up to date by the next run.
+rm -f $OUT/SOURCES.txt
 for s in gcide jargon devil fortunes bible; do
   python3 scripts/corpus_extract.py $s $OUT/$s.jsonl
 done

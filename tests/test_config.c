@@ -188,6 +188,10 @@ static void test_bad(void) {
     expect_bad(V3 "\"num_nextn_predict_layers\": -1}", "num_nextn_predict_layers");
     expect_bad(V3 "\"first_k_dense_replace\": -1}", "first_k_dense_replace");
     expect_bad(V3 "\"num_attention_heads\": 100000000}", "too large");
+    expect_bad(V3 "\"n_routed_experts\": 1048576, \"n_group\": 1, \"topk_group\": 1}", "'n_routed_experts'"); // router flags on the stack
+    expect_bad(V3 "\"hidden_size\": 1073741824}", "'hidden_size'");
+    expect_bad("{\"model_type\": \"deepseek_v3\", \"hidden_act\": \"silu\\u0000gelu\"}", "u0000"); // cJSON would read "silu"                     // 2d (eh_proj input) >= 2^31
+    expect_bad(V3 "\"moe_intermediate_size\": 1073741824}", "'moe_intermediate_size'"); // fused gate_up rows 2Im >= 2^31
     expect_bad(V3 "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 0, \"original_max_position_embeddings\": 4096}}", "factor");
     expect_bad(V3 "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": -4, \"original_max_position_embeddings\": 4096}}", "factor");
     expect_bad(V3 "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4, \"original_max_position_embeddings\": -1}}",
@@ -243,7 +247,108 @@ static void test_mutations(void) {
     CHECK(silent == 0 && invalid == 0, "mutations: %d silent failures, %d invalid accepted (%d ok, %d refused)", silent, invalid, ok, refused);
 }
 
+// A hostile config with 10^5 distinct keys (4 MB) must be handled in well under a second: the duplicate
+// key check used to compare every pair (about 25 s here). The 5 s bound leaves room for sanitizers.
+// Also a duplicate hidden among them, and one inside a nested object, are still found.
+#include <time.h>
+static void test_many_keys(void) {
+    enum { N = 100000 };
+    const size_t cap = (size_t)N * 32 + 256;
+    char *buf = malloc(cap);
+    for (int dup = 0; dup < 3; dup++) {
+        size_t k = (size_t)snprintf(buf, cap, "{\"model_type\": \"deepseek_v3\"");
+        for (int i = 0; i < N; i++) k += (size_t)snprintf(buf + k, cap - k, ", \"k%07d\": %d", i, i);
+        if (dup == 1) k += (size_t)snprintf(buf + k, cap - k, ", \"k%07d\": 1", N / 2);
+        if (dup == 2) k += (size_t)snprintf(buf + k, cap - k, ", \"rope_scaling\": {\"factor\": 1, \"factor\": 2}");
+        snprintf(buf + k, cap - k, "}");
+        dsv3_config c;
+        dsv3_error_clear();
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int rc = parse(&c, buf);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        CHECK(s < 5.0, "%d keys parsed in %.2f s (expected well under 1 s)", N, s);
+        if (dup == 0) CHECK(rc == 0, "many unknown keys are ignored: %s", dsv3_error());
+        if (dup == 1) CHECK(rc == -1 && strstr(dsv3_error(), "'k0050000' appears more than once"), "duplicate among many: %s", dsv3_error());
+        if (dup == 2) CHECK(rc == -1 && strstr(dsv3_error(), "'factor' appears more than once"), "nested duplicate: %s", dsv3_error());
+    }
+    free(buf);
+}
+
+// tie_word_embeddings: the head is the embedding, so it is counted once in total, active and MTP-active
+// params, while the head matmul still costs FLOPs (exact arithmetic on the shapes).
+static void test_tied_counts(void) {
+    dsv3_config u, t;
+    CHECK(dsv3_config_load(&u, "configs/deepseek-v3.json") == 0, "load v3: %s", dsv3_error());
+    t = u;
+    t.tie_word_embeddings = 1;
+    dsv3_counts ku, kt;
+    dsv3_config_counts(&u, &ku);
+    dsv3_config_counts(&t, &kt);
+    const double Vd = (double)u.vocab_size * u.hidden_size;
+    CHECK(kt.total_params == ku.total_params - Vd && kt.active_params == ku.active_params - Vd, "tied: head not counted twice");
+    CHECK(kt.mtp_active_params == ku.mtp_active_params - Vd * u.num_nextn_predict_layers,
+          "tied: MTP active counts the shared embedding/head once (%.0f vs untied %.0f)", kt.mtp_active_params, ku.mtp_active_params);
+    CHECK(kt.flops_per_token == ku.flops_per_token && kt.mtp_params == ku.mtp_params, "tied: same FLOPs and MTP params");
+}
+
+// YaRN keys HF reads besides factor/beta/mscale: "truncate" (false: no floor/ceil of the correction
+// range) and "attention_factor" (cos/sin multiplier used as given). Expected inv_freq values come from
+// transformers 5.24 ROPE_INIT_FUNCTIONS["yarn"] on DeepseekV3Config(qk_rope_head_dim=16,
+// max_position_embeddings=163840, factor 40, orig 4096, beta 32/1); fp32 results, so 1e-6 relative.
+static void test_yarn_keys(void) {
+    static const double want_notrunc[8] = {1.000000000e+00, 3.162277639e-01, 1.000000015e-01, 2.771085873e-02,
+                                           5.524062552e-03, 7.226381567e-04, 2.499999937e-05, 7.905694474e-06};
+    static const double want_trunc[8] = {1.000000000e+00, 3.162277639e-01, 1.000000015e-01, 2.391472459e-02,
+                                         5.124999676e-03, 8.498621755e-04, 2.499999937e-05, 7.905694474e-06};
+#define YARN_CFG(extra) "{\"model_type\": \"deepseek_v3\", \"qk_rope_head_dim\": 16, \"max_position_embeddings\": 163840, " \
+    "\"rope_parameters\": {\"rope_type\": \"yarn\", \"rope_theta\": 10000.0, \"factor\": 40.0, " \
+    "\"original_max_position_embeddings\": 4096, \"beta_fast\": 32.0, \"beta_slow\": 1.0" extra "}}"
+    const char *cfgs[3] = {YARN_CFG(", \"mscale\": 1.0, \"mscale_all_dim\": 1.0, \"truncate\": false"),
+                           YARN_CFG(", \"attention_factor\": 0.75"), YARN_CFG("")};
+    const double *want[3] = {want_notrunc, want_trunc, want_trunc};
+    const double want_af[3] = {1.0, 0.75, 1.0 + 0.1 * log(40.0)}; // absent: HF get_mscale(factor) = 0.1 ln f + 1
+    for (int k = 0; k < 3; k++) {
+        dsv3_config c;
+        int rc = parse(&c, cfgs[k]);
+        CHECK(rc == 0, "yarn case %d: %s", k, dsv3_error());
+        if (rc) continue;
+        float inv[8];
+        dsv3_rope_inv_freq(&c, inv);
+        int ok = 1;
+        for (int i = 0; i < 8; i++) ok &= t_close(inv[i], want[k][i], 0, 1e-6);
+        CHECK(ok, "yarn case %d: inv_freq[3] %.9e (HF %.9e)", k, inv[3], want[k][3]);
+        CHECK(t_close(dsv3_rope_attention_factor(&c), want_af[k], 0, 1e-12), "yarn case %d: attention factor %.9f (HF %.9f)", k,
+              dsv3_rope_attention_factor(&c), want_af[k]);
+    }
+    {   // transformers 5 spells the MTP depth num_mtp_layers in code (attribute_map alias); both are read
+        dsv3_config c;
+        CHECK(parse(&c, "{\"model_type\": \"deepseek_v3\", \"num_mtp_layers\": 2}") == 0 && c.num_nextn_predict_layers == 2,
+              "num_mtp_layers alias: %s", dsv3_error());
+        CHECK(parse(&c, "{\"model_type\": \"deepseek_v3\", \"num_mtp_layers\": 2, \"num_nextn_predict_layers\": 1}") == 0 &&
+                  c.num_nextn_predict_layers == 1, "num_nextn_predict_layers wins over the alias");
+        expect_bad("{\"model_type\": \"deepseek_v3\", \"num_mtp_layers\": -1}", "num_nextn_predict_layers");
+    }
+    expect_bad("{\"model_type\": \"deepseek_v2\", \"num_experts_per_tok\": 6, \"mlp_bias\": true}", "mlp_bias"); // HF V2 MLP biases
+    {
+        dsv3_config c;
+        CHECK(parse(&c, "{\"model_type\": \"deepseek_v2\", \"num_experts_per_tok\": 6, \"mlp_bias\": false}") == 0, "mlp_bias false: %s",
+              dsv3_error());
+    }
+    // noaux_tc's correction bias is defined for sigmoid scores only (V2 defaults to softmax)
+    expect_bad("{\"model_type\": \"deepseek_v2\", \"num_experts_per_tok\": 6, \"topk_method\": \"noaux_tc\"}", "topk_method");
+    expect_bad("{\"model_type\": \"deepseek_v3\", \"scoring_func\": \"softmax\"}", "noaux_tc");
+    expect_bad(YARN_CFG(", \"attention_factor\": 0"), "attention_factor");
+    expect_bad(YARN_CFG(", \"attention_factor\": -1.5"), "attention_factor");
+    expect_bad(YARN_CFG(", \"truncate\": \"no\""), "truncate");
+#undef YARN_CFG
+}
+
 int main(void) {
+    test_many_keys();
+    test_yarn_keys();
+    test_tied_counts();
     test_v3_real();
     test_v2_lite();
     test_small_configs();

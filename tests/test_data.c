@@ -6,6 +6,7 @@
 #include "tokenizer/tokenizer.h"
 #include "train/data.h"
 #include <stdint.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -123,6 +124,32 @@ static void test_documents(void) {
         close(fd);
         CHECK(dsv3_doclist_read(&dl, path) == -1 && strstr(dsv3_error(), ":2:") && strstr(dsv3_error(), "u0000"),
               "\\u0000 rejected with file:line (%s)", dsv3_error());
+        // a raw NUL byte inside the string (cJSON accepts it, strlen would cut the text): rejected too
+        const char raw[] = "{\"text\": \"ok\"}\n{\"text\": \"a\0b\"}\n";
+        fd = open(path, O_WRONLY | O_TRUNC);
+        CHECK(fd >= 0 && write(fd, raw, sizeof raw - 1) == (ssize_t)(sizeof raw - 1), "write temp jsonl");
+        close(fd);
+        CHECK(dsv3_doclist_read(&dl, path) == -1 && strstr(dsv3_error(), ":2:") && strstr(dsv3_error(), "NUL"),
+              "raw NUL byte rejected with file:line (%s)", dsv3_error());
+        unlink(path);
+    }
+    {   // a second object or stray bytes after the object would be silently dropped: rejected.
+        // Whitespace-only lines (spaces, tabs, CRLF) are blank lines and skipped.
+        char path[] = "/tmp/dsv3_test_trail_XXXXXX.jsonl";
+        int fd = mkstemps(path, 6);
+        const char *text = "{\"text\": \"a\"}\r\n \t\r\n{\"text\": \"b\"} \r\n{\"text\": \"c\"}{\"text\": \"d\"}\n";
+        CHECK(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text), "write temp jsonl");
+        close(fd);
+        CHECK(dsv3_doclist_read(&dl, path) == -1 && strstr(dsv3_error(), ":4:") && strstr(dsv3_error(), "after the JSON"),
+              "two objects on one line rejected with file:line (%s)", dsv3_error());
+        CHECK(dl.n == 0, "no documents from the failed file");
+        fd = open(path, O_WRONLY | O_TRUNC);
+        size_t keep = strlen(text) - strlen("{\"text\": \"c\"}{\"text\": \"d\"}\n");
+        CHECK(fd >= 0 && write(fd, text, keep) == (ssize_t)keep, "rewrite temp jsonl");
+        close(fd);
+        CHECK(dsv3_doclist_read(&dl, path) == 0, "CRLF and blank lines: %s", dsv3_error());
+        CHECK(dl.n == 2 && dl.docs[0].len == 1 && dl.docs[0].text[0] == 'a' && dl.docs[1].len == 1 &&
+              dl.docs[1].text[0] == 'b', "CRLF lines give their texts, blank lines skipped (%zu docs)", dl.n);
         unlink(path);
     }
     dsv3_doclist_free(&dl);
@@ -327,9 +354,72 @@ static void test_corrupt(void) {
     write_bytes(man, "{\"format\": \"dsv3-token-shards\"", 30);
     CHECK(dsv3_data_open(man, "train", 0) == NULL && strstr(dsv3_error(), "manifest.json"), "broken manifest (%s)",
           dsv3_error());
+    // hostile numbers in the manifest: errors, never undefined float->int casts
+    const char *hostile[] = {"\"seq_len\": -1", "\"seq_len\": 1e300", "\"seq_len\": 32.5", "\"vocab_size\": -5",
+                             "\"rows\": -1", "\"rows\": 1e30", "\"pad_id\": 1e20"};
+    for (int k = 0; k < 7; k++) {
+        // rebuild a valid manifest, then overwrite one field
+        dsv3_data_prepare_stats st2;
+        CHECK(dsv3_data_prepare(tok, &dl, &o, &st2) == 0, "re-prepare");
+        size_t ml;
+        char *m = dsv3_read_file(man, &ml);
+        const char *key = hostile[k];
+        const char *colon = strchr(key, ':');
+        char kq[32];
+        snprintf(kq, sizeof kq, "%.*s", (int)(colon - key), key);
+        // "rows": the shard's field (the split-level "rows" is informational)
+        char *base = m && strcmp(kq, "\"rows\"") == 0 ? strstr(m, "\"shards\"") : m;
+        char *at = base ? strstr(base, kq) : NULL;
+        CHECK(at != NULL, "manifest has %s", kq);
+        if (!at) { free(m); continue; }
+        char *vend = at + strlen(kq);
+        while (*vend && *vend != ',' && *vend != '\n' && *vend != '}') vend++;
+        size_t nl = (size_t)(at - m) + strlen(key) + strlen(vend) + 1;
+        char *m2 = malloc(nl);
+        snprintf(m2, nl, "%.*s%s%s", (int)(at - m), m, key, vend);
+        write_bytes(man, m2, strlen(m2));
+        dsv3_data *h = dsv3_data_open(man, "train", 0);
+        CHECK(h == NULL && strstr(dsv3_error(), "manifest.json") && strstr(dsv3_error(), "must be an integer"),
+              "hostile manifest %s rejected (%s)", key, dsv3_error());
+        dsv3_data_close(h);
+        free(m), free(m2);
+    }
     unlink(sh);
     CHECK(dsv3_data_open("/nonexistent/manifest.json", "train", 0) == NULL, "missing manifest");
     free(bad), free(orig), free(man), free(sh);
+    rm_rf(d);
+    free(d);
+    dsv3_doclist_free(&dl);
+}
+
+// A second run into the same directory with fewer shards removes the first run's extra shards
+// and any temp file left by an interrupted run; the manifest lists exactly the files present.
+static void test_rerun_same_dir(void) {
+    dsv3_doclist dl = {0};
+    make_docs(&dl);
+    char *d = tmpdir();
+    dsv3_data_prepare_opts o = {.tokenizer_path = TOKENIZER, .out_dir = d, .seq_len = 32, .fim_rate = 0,
+                                .val_fraction = 0, .seed = 1, .add_bos = 1, .bestfit = 1, .shard_rows = 5};
+    dsv3_data_prepare_stats st;
+    CHECK(dsv3_data_prepare(tok, &dl, &o, &st) == 0, "prepare with small shards: %s", dsv3_error());
+    CHECK(st.shards[0] >= 3, "several shards (%llu)", (unsigned long long)st.shards[0]);
+    char *s1 = dsv3_path_join(d, "train-00001.bin"), *s2 = dsv3_path_join(d, "train-00002.bin");
+    char *tmp = dsv3_path_join(d, "train-00000.bin.tmp.99999"), *other = dsv3_path_join(d, "notes.txt");
+    write_bytes(tmp, "partial", 7);
+    write_bytes(other, "mine", 4);
+    struct stat sb;
+    CHECK(stat(s1, &sb) == 0 && stat(s2, &sb) == 0, "first run wrote train-00001/00002");
+    o.shard_rows = 100000;
+    CHECK(dsv3_data_prepare(tok, &dl, &o, &st) == 0, "prepare again into the same dir: %s", dsv3_error());
+    CHECK(st.shards[0] == 1, "one shard now");
+    CHECK(stat(s1, &sb) != 0 && stat(s2, &sb) != 0, "stale shards of the first run removed");
+    CHECK(stat(tmp, &sb) != 0, "temp file of an interrupted run removed");
+    CHECK(stat(other, &sb) == 0, "unrelated files kept");
+    char *man = dsv3_path_join(d, "manifest.json");
+    dsv3_data *r = dsv3_data_open(man, "train", 1);
+    CHECK(r && dsv3_data_num_rows(r) == st.rows[0], "second run's manifest opens (%s)", dsv3_error());
+    dsv3_data_close(r);
+    free(s1), free(s2), free(tmp), free(other), free(man);
     rm_rf(d);
     free(d);
     dsv3_doclist_free(&dl);
@@ -381,6 +471,7 @@ int main(void) {
     test_prepare(1);
     test_prepare(0);
     test_corrupt();
+    test_rerun_same_dir();
     test_slicing();
     dsv3_tokenizer_free(tok);
     return test_report("test_data");

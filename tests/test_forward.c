@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 static const char *CASES[] = {"a_sigmoid_groups_yarn", "b_no_qlora_2shared", "c_one_group_nonorm", "d_v2_softmax",
-                              "e_negative_bias", "f_fp8", "g_mtp", "h_bf16"};
+                              "e_negative_bias", "f_fp8", "g_mtp", "h_bf16", "i_bias_halfsplit_tied"};
 #define NCASES (int)(sizeof CASES / sizeof CASES[0])
 
 static const dsv3_st_tensor *want(const dsv3_st *st, const char *name, dsv3_dtype dt, int64_t n, const char *cs) {

@@ -162,6 +162,34 @@ static void nan_code(const char *isa) {
     }
 }
 
+// Tiny activations (|x| ~ 2^-90, as far from fp32's subnormals as 1.0 is from 2^-36): every
+// product x * w * s is a normal fp32 (>= 2^-107), so the reference keeps full precision and the
+// fast path must too (the same tolerance as run_case). Caught the E4M3 GEMV folding a fixed 2^64
+// into x, which pushed the products of such rows through fp32 subnormals (errors of 600%).
+static void tiny_x(const char *isa) {
+    static const int Ms[] = {1, 3, 6, 30};
+    for (int mi = 0; mi < 4; mi++) {
+        int M = Ms[mi], N = 9, K = 200;
+        owned_mat o = make_mat(DSV3_F8_E4M3, N, K, 128, 128, 0);
+        float *x = malloc(sizeof(float) * (size_t)M * K), *y = malloc(sizeof(float) * (size_t)M * N);
+        float *yr = malloc(sizeof(float) * (size_t)M * N), *row = malloc(sizeof(float) * K);
+        for (int i = 0; i < M * K; i++) x[i] = ldexpf(rndf(), -90);
+        dsv3_matmul(y, x, &o.m, M);
+        dsv3_matmul_ref(yr, x, &o.m, M);
+        int bad = 0;
+        for (int r = 0; r < N; r++) {
+            dsv3_mat_row_f32(&o.m, r, row);
+            for (int m = 0; m < M; m++) {
+                double sabs = 0;
+                for (int c = 0; c < K; c++) sabs += fabs((double)x[m * K + c] * row[c]);
+                bad += !(fabs((double)y[m * N + r] - yr[m * N + r]) <= (2.0 * K + 4.0) * ldexp(1.0, -24) * sabs);
+            }
+        }
+        CHECK(bad == 0, "%s M=%d: %d outputs off for tiny activations", isa, M, bad);
+        free(x); free(y); free(yr); free(row); free_mat(&o);
+    }
+}
+
 int main(void) {
     // DSV3_NO_SIMD is read at the first use: it must select the scalar path.
     setenv("DSV3_NO_SIMD", "1", 1);
@@ -169,10 +197,12 @@ int main(void) {
     CHECK(dsv3_matmul_set_isa((dsv3_isa)7) == -1, "unknown ISA rejected");
     sweep("scalar");
     nan_code("scalar");
+    tiny_x("scalar");
     if (dsv3_matmul_set_isa(DSV3_ISA_AVX2) == 0) {
         CHECK(dsv3_matmul_get_isa() == DSV3_ISA_AVX2, "AVX2 path selected");
         sweep("avx2");
         nan_code("avx2");
+        tiny_x("avx2");
     } else {
         printf("note: this CPU has no AVX2/FMA/F16C; only the scalar path was tested\n");
     }

@@ -182,6 +182,17 @@ static void test_routing(void) {
     dsv3_route_token(&v, vl, NULL, e, w, scratch);
     CHECK(e[0] == 3 && e[1] == 6, "V2 greedy: %d %d", e[0], e[1]);
     CHECK(t_close(w[0], 16 * exp(3.0) / z, 0, 1e-6) && t_close(w[1], 16 * exp(2.5) / z, 0, 1e-6), "V2 weights");
+    // V2 with norm_topk_prob (DeepSeek's V2 MoEGate: "if top_k > 1 and norm_topk_prob: w /= sum + 1e-20
+    // else: w *= routed_scaling_factor"): normalised weights are not scaled; with K = 1 only the scale applies
+    v.norm_topk_prob = 1;
+    dsv3_route_token(&v, vl, NULL, e, w, scratch);
+    const double zz = exp(3.0) + exp(2.5);
+    CHECK(e[0] == 3 && e[1] == 6 && t_close(w[0], exp(3.0) / zz, 0, 1e-6) && t_close(w[1], exp(2.5) / zz, 0, 1e-6),
+          "V2 norm_topk_prob: normalised, unscaled: %g %g", w[0], w[1]);
+    v.num_experts_per_tok = 1;
+    dsv3_route_token(&v, vl, NULL, e, w, scratch);
+    CHECK(e[0] == 3 && t_close(w[0], 16 * exp(3.0) / z, 0, 1e-6), "V2 norm_topk_prob with K = 1: scaled only: %g", w[0]);
+    v.num_experts_per_tok = 2; v.norm_topk_prob = 0;
     // V2 group_limited_greedy: group score = max; groups {0,1}{2,3}{4,5}{6,7} max = 1,3,0,2.5 -> keep 1 group: g1
     v.n_group = 4; v.topk_group = 1;
     dsv3_route_token(&v, vl, NULL, e, w, scratch);

@@ -175,11 +175,51 @@ static void retile_exactness(void) {
     free(x); free(q); free(qt); free(q6); free(qt6); free(s); free(st); free(d0); free(d1);
 }
 
+// Edge cases with exact expectations: NaN / inf in a tile (the policy documented in quant.h),
+// K not a multiple of 128 with a 1-element last tile, and empty shapes (nothing written).
+static void edge_cases(void) {
+    enum { K = 257 }; // tiles 128, 128, 1
+    float x[2 * K], back[2 * K], s[6], s5[6];
+    uint8_t q[2 * K];
+    uint16_t q6[2 * K];
+    for (int i = 0; i < 2 * K; i++) x[i] = (float)(i % 50) - 20.0f; // |x| <= 29, amax 29 in every full tile
+    x[3] = NAN;          // row 0, tile 0
+    x[K + 130] = INFINITY; // row 1, tile 1
+    x[2 * K - 1] = -2.0f;  // row 1, tile 2: a single element
+    for (int ue = 0; ue < 2; ue++) {
+        dsv3_quant_1x128_e4m3(q, s, x, 2, K, (dsv3_scale_fmt)ue);
+        dsv3_quant_1x128_e5m6(q6, s5, x, 2, K, (dsv3_scale_fmt)ue);
+        float s29 = dsv3_quant_scale(29.0f, 448.0f, (dsv3_scale_fmt)ue);
+        CHECK(s[0] == s29 && s[1] == s29, "NaN skipped by amax (ue8m0=%d): scale %g, want %g", ue, s[0], s29);
+        CHECK(q[3] == 0x7f && (q6[3] & 0x7ff) > 0x7c0, "NaN element -> NaN code (ue8m0=%d)", ue);
+        CHECK(q[4] == dsv3_f32_to_e4m3(x[4] / s29, DSV3_FP8_SATURATE), "rest of a NaN tile quantized normally");
+        CHECK(ue ? isnan(s[4]) : isinf(s[4]), "inf element: scale inf (amax) / NaN (ue8m0), got %g", s[4]);
+        CHECK(s[5] == dsv3_quant_scale(2.0f, 448.0f, (dsv3_scale_fmt)ue) && q[2 * K - 1] == (ue ? 0xf8 : 0xfe),
+              "1-element last tile (ue8m0=%d): scale %g code 0x%02x", ue, s[5], q[2 * K - 1]);
+        dsv3_dequant_1x128_e4m3(back, q, s, 2, K);
+        int nan_tile = 1, other_ok = 1;
+        for (int k = 128; k < 256; k++) nan_tile &= isnan(back[K + k]);
+        for (int k = 0; k < K; k++) other_ok &= k == 3 ? isnan(back[k]) : isfinite(back[k]);
+        CHECK(nan_tile, "a tile holding inf dequantizes to NaN (ue8m0=%d)", ue);
+        CHECK(other_ok && back[2 * K - 1] == -2.0f, "NaN stays local to its element (ue8m0=%d)", ue);
+    }
+    // empty shapes: nothing read or written (the sentinels survive)
+    float sent = 12345.0f;
+    uint8_t qs = 0xAB;
+    dsv3_quant_1x128_e4m3(&qs, &sent, x, 0, K, DSV3_SCALE_AMAX);
+    dsv3_quant_1x128_e4m3(&qs, &sent, x, 3, 0, DSV3_SCALE_AMAX);
+    dsv3_quant_128x128_e4m3(&qs, &sent, x, 0, K, DSV3_SCALE_UE8M0);
+    dsv3_quant_retile_1x128_t_e4m3(&qs, &sent, q, s, 0, K, DSV3_SCALE_UE8M0);
+    dsv3_quant_retile_1x128_t_e4m3(&qs, &sent, q, s, 2, 0, DSV3_SCALE_UE8M0);
+    CHECK(sent == 12345.0f && qs == 0xAB, "empty shapes write nothing");
+}
+
 int main(void) {
     CHECK(dsv3_quant_scale(0.0f, 448.0f, DSV3_SCALE_AMAX) == 1e-4f / 448.0f, "clamp");
     CHECK(dsv3_quant_scale(448.0f, 448.0f, DSV3_SCALE_AMAX) == 1.0f && dsv3_quant_scale(448.0f, 448.0f, DSV3_SCALE_UE8M0) == 1.0f, "exact powers");
     CHECK(dsv3_quant_scale(449.0f, 448.0f, DSV3_SCALE_UE8M0) == 2.0f && dsv3_quant_scale(300.0f, 448.0f, DSV3_SCALE_UE8M0) == 1.0f, "ue8m0 rounds up");
     fixture_tests();
     retile_exactness();
+    edge_cases();
     return test_report("test_quant");
 }

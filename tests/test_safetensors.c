@@ -7,6 +7,7 @@
 #include "model/safetensors.h"
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 static char g_dir[64];
@@ -122,6 +123,19 @@ static void test_bad_files(void) {
     expect_bad_file(p, "100 MB", "header length 2^64-1");
     write_raw(p, "not json at all", 0);
     expect_bad_file(p, "not a JSON object", "header not JSON");
+    // A \u0000 escape would cut the name ("w\u0000x" read as "w"), so a tensor could pose as another.
+    write_raw(p, "{\"w\\u0000x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4);
+    expect_bad_file(p, "u0000", "name with a \\u0000 escape");
+    {   // a raw NUL byte inside the header (JSON forbids control characters in strings)
+        static const char h[] = "{\"w\0\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}";
+        FILE *g = fopen(p, "wb");
+        unsigned char l8[8] = {(unsigned char)(sizeof h - 1)};
+        fwrite(l8, 1, 8, g);
+        fwrite(h, 1, sizeof h - 1, g);
+        fwrite("\0\0\0\0", 1, 4, g);
+        fclose(g);
+        expect_bad_file(p, "NUL byte", "header with a NUL byte");
+    }
     write_raw(p, "{\"a\": {\"dtype\": \"F32\",", 0);
     expect_bad_file(p, "not valid JSON", "truncated JSON header");
     write_raw(p, "[1, 2]", 0);
@@ -236,6 +250,27 @@ static void test_dirs(void) {
     write_text("model.safetensors.index.json", "{\"metadata\":{}}");
     CHECK(dsv3_st_open_dir(&st, g_dir) == -1 && strstr(dsv3_error(), "weight_map"), "index without weight_map: %s", dsv3_error());
     remove_tmp("model.safetensors.index.json");
+    {
+        // A hostile index naming 10^5 distinct (missing) files is refused at once: the file list used to
+        // be deduplicated pairwise (about 25 s); 5 s leaves room for sanitizers. The error names the
+        // first missing file in sorted order.
+        enum { N = 100000 };
+        const size_t cap = (size_t)N * 48 + 64;
+        char *big = malloc(cap);
+        size_t k = (size_t)snprintf(big, cap, "{\"weight_map\":{");
+        for (int i = N - 1; i >= 0; i--) k += (size_t)snprintf(big + k, cap - k, "%s\"t%d\":\"f%07d.safetensors\"", i == N - 1 ? "" : ",", i, i);
+        snprintf(big + k, cap - k, "}}");
+        write_text("model.safetensors.index.json", big);
+        free(big);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int rc = dsv3_st_open_dir(&st, g_dir);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        CHECK(rc == -1 && strstr(dsv3_error(), "f0000000.safetensors"), "index of many missing files: %s", dsv3_error());
+        CHECK(sec < 5.0, "index with %d distinct files refused in %.2f s (expected well under 1 s)", N, sec);
+        remove_tmp("model.safetensors.index.json");
+    }
     // model.safetensors wins over other files when there is no index
     write_shard("model.safetensors", "m", 7);
     CHECK(dsv3_st_open_dir(&st, g_dir) == 0 && st.nfiles == 1 && dsv3_st_find(&st, "m"), "model.safetensors");

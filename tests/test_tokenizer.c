@@ -314,6 +314,10 @@ static void test_hostile(void) {
          "\"lstrip\":true}]}", "not supported"},
         {"{\"model\":{\"type\":\"BPE\"," VOC ",\"merges\":[],\"dropout\":0.1}," PRE "}", "dropout"},
         {"{\"model\":{\"type\":\"BPE\"," VOC ",\"merges\":[]}," PRE ",\"truncation\":{\"max_length\":5}}", "truncation"},
+        // a NUL would silently cut the token "b\0c" to "b" (cJSON strings are NUL-terminated)
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\\u0000c\":1},\"merges\":[]}," PRE "}", "u0000"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}," PRE "}", "empty vocabulary"},
+        {"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":4194304},\"merges\":[]}," PRE "}", "out-of-range"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         dsv3_error_clear();
@@ -321,6 +325,13 @@ static void test_hostile(void) {
         CHECK(t == NULL && strstr(dsv3_error(), "hostile.json") && strstr(dsv3_error(), cases[k].err),
               "hostile case %zu: want error with \"%s\", got %s \"%s\"", k, cases[k].err, t ? "a tokenizer" : "error",
               dsv3_error());
+        dsv3_tokenizer_free(t);
+    }
+    {   // a raw NUL byte inside a JSON string: cJSON keeps it and strlen() would cut "b\0c" to "b"
+        const char raw[] = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\0c\":1},\"merges\":[]}," PRE "}";
+        dsv3_tokenizer *t = dsv3_tokenizer_load_json(raw, sizeof raw - 1, "rawnul.json");
+        CHECK(t == NULL && strstr(dsv3_error(), "rawnul.json") && strstr(dsv3_error(), "NUL"),
+              "raw NUL byte in tokenizer.json rejected (%s)", t ? "loaded" : dsv3_error());
         dsv3_tokenizer_free(t);
     }
     // A minimal valid one works (merges in both forms), and ids outside the vocab are rejected in decode.
@@ -338,6 +349,30 @@ static void test_hostile(void) {
     }
     CHECK(dsv3_tokenizer_load("tests/fixtures/tokenizer/no-such-file.json") == NULL && strstr(dsv3_error(), "no-such-file"),
           "missing file");
+    {   // ignore_merges=true: a piece that is in the vocab is one token at any length. HF tokenizers 0.23.3
+        // gives [1] for 300 x "a" with this file (vocab a:0, a*300:1, b:2, no merges); before the fix
+        // pieces over 256 bytes skipped the vocab lookup and gave 300 x [0].
+        char *j = malloc(1024);
+        int off = snprintf(j, 1024, "{\"model\":{\"type\":\"BPE\",\"ignore_merges\":true,\"vocab\":{\"a\":0,\"b\":2,\"");
+        memset(j + off, 'a', 300);
+        snprintf(j + off + 300, 1024 - (size_t)off - 300, "\":1},\"merges\":[]}," PRE "}");
+        dsv3_tokenizer *im = dsv3_tokenizer_load_json(j, strlen(j), "ignore-merges.json");
+        CHECK(im != NULL, "ignore_merges tokenizer: %s", dsv3_error());
+        if (im) {
+            char text[301];
+            memset(text, 'a', 300);
+            int32_t *ids;
+            size_t n;
+            CHECK(dsv3_tokenizer_encode(im, text, 300, 0, &ids, &n) == 0 && n == 1 && ids[0] == 1,
+                  "ignore_merges: 300-byte piece in the vocab -> one token (got %zu ids)", n);
+            free(ids);
+            CHECK(dsv3_tokenizer_encode(im, text, 299, 0, &ids, &n) == 0 && n == 299 && ids[0] == 0,
+                  "ignore_merges: piece not in the vocab -> BPE (no merges: bytes)");
+            free(ids);
+            dsv3_tokenizer_free(im);
+        }
+        free(j);
+    }
 #undef PRE
 #undef VOC
 }

@@ -4,6 +4,7 @@
 #include "model/config.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/text.h"
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <math.h>
@@ -86,15 +87,30 @@ static int get_token_id(const cJSON *o, const char *key, int *out, const char *p
     return get_int(o, key, out, path, "");
 }
 
+static int cmp_key(const void *a, const void *b) {
+    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
 // Python's json keeps the last of duplicate keys and cJSON the first: refuse them rather than guess.
+// Keys are sorted first (a pairwise scan takes minutes on a hostile file with 10^5 keys).
 static int check_duplicate_keys(const cJSON *obj, const char *path) {
+    size_t n = 0;
     for (const cJSON *a = obj->child; a; a = a->next) {
         if (cJSON_IsObject(a) && check_duplicate_keys(a, path) < 0) return -1;
-        for (const cJSON *b = a->next; b; b = b->next)
-            if (a->string && b->string && strcmp(a->string, b->string) == 0)
-                return dsv3_errorf("%s: field '%s' appears more than once", path, a->string);
+        n += a->string != NULL;
     }
-    return 0;
+    if (n < 2) return 0;
+    const cJSON **keys = dsv3_malloc(n * sizeof *keys);
+    size_t k = 0;
+    for (const cJSON *a = obj->child; a; a = a->next)
+        if (a->string) keys[k++] = a;
+    qsort(keys, n, sizeof *keys, cmp_key);
+    int rc = 0;
+    for (size_t i = 1; i < n && rc == 0; i++)
+        if (strcmp(keys[i]->string, keys[i - 1]->string) == 0)
+            rc = dsv3_errorf("%s: field '%s' appears more than once", path, keys[i]->string);
+    free(keys);
+    return rc;
 }
 
 static void set_defaults_v3(dsv3_config *c) {
@@ -156,6 +172,13 @@ static int parse_rope(dsv3_config *c, const cJSON *root, const char *path) {
     if (get_num(rp, "beta_slow", &c->beta_slow, path, where) < 0) return -1;
     if (get_num(rp, "mscale", &c->mscale, path, where) < 0) return -1;
     if (get_num(rp, "mscale_all_dim", &c->mscale_all_dim, path, where) < 0) return -1;
+    if (get_num(rp, "attention_factor", &c->rope_attention_factor, path, where) < 0) return -1;
+    const cJSON *af = cJSON_GetObjectItemCaseSensitive(rp, "attention_factor");
+    if (af && !cJSON_IsNull(af) && !(c->rope_attention_factor > 0))
+        return dsv3_errorf("%s: field '%sattention_factor': must be > 0, found %g", path, where, c->rope_attention_factor);
+    int truncate = 1;
+    if (get_bool(rp, "truncate", &truncate, path, where) < 0) return -1;
+    c->rope_no_truncate = !truncate;
     // HF 5.x: original length defaults to max_position_embeddings; factor, when absent, is their ratio.
     c->original_max_position_embeddings = orig ? orig : c->max_position_embeddings;
     if (isnan(factor)) {
@@ -202,6 +225,10 @@ static int parse_quant(dsv3_config *c, const cJSON *root, const char *path) {
 
 int dsv3_config_parse(dsv3_config *c, const char *json_text, const char *path) {
     memset(c, 0, sizeof *c);
+    // cJSON cuts strings and keys at a \u0000 escape ("model_type\u0000x" would read as model_type):
+    // refuse them, as Python would see a different string.
+    if (dsv3_json_has_nul_escape(json_text, strlen(json_text)))
+        return dsv3_errorf("%s: a string or key contains a \\u0000 escape (NUL characters are not supported)", path);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(json_text, &end, 0);
     if (!root) {
@@ -236,6 +263,10 @@ int dsv3_config_parse(dsv3_config *c, const char *json_text, const char *path) {
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if (get_int(root, ints[i].key, (int *)((char *)c + ints[i].off), path, "") < 0) goto out;
+    // transformers 5 alias (attribute_map num_mtp_layers -> num_nextn_predict_layers); the latter wins
+    if (!cJSON_GetObjectItemCaseSensitive(root, "num_nextn_predict_layers") &&
+        get_int(root, "num_mtp_layers", &c->num_nextn_predict_layers, path, "") < 0)
+        goto out;
     // q_lora_rank null means "no q compression" (q_proj); the V3 default 1536 applies only when absent.
     const cJSON *ql = cJSON_GetObjectItemCaseSensitive(root, "q_lora_rank");
     if (ql && cJSON_IsNull(ql)) c->q_lora_rank = 0;
@@ -263,6 +294,11 @@ int dsv3_config_parse(dsv3_config *c, const char *json_text, const char *path) {
     if (get_bool(root, "attention_bias", &c->attention_bias, path, "") < 0) goto out;
     if (get_bool(root, "tie_word_embeddings", &c->tie_word_embeddings, path, "") < 0) goto out;
     if (get_bool(root, "rope_interleave", &c->rope_interleave, path, "") < 0) goto out;
+    // DeepseekV2Config.mlp_bias puts biases on the dense and shared-expert MLPs; no checkpoint has them and
+    // the engine has no such biases, so refuse rather than silently drop them (DeepseekV3 has no such key).
+    int mlp_bias = 0;
+    if (strcmp(c->model_type, "deepseek_v2") == 0 && get_bool(root, "mlp_bias", &mlp_bias, path, "") < 0) goto out;
+    if (mlp_bias) { dsv3_errorf("%s: field 'mlp_bias': true is not supported (MLP biases)", path); goto out; }
 
     char s[32];
     if (get_str(root, "scoring_func", s, sizeof s, &found, path, "") < 0) goto out;
@@ -337,12 +373,19 @@ int dsv3_config_validate(const dsv3_config *c, const char *p) {
     // Size limits: every matrix dimension must fit the engine's int row/column counts.
     const long long H = c->num_attention_heads;
     REQUIRE(H * (c->qk_nope_head_dim + (long long)c->qk_rope_head_dim) <= INT_MAX &&
-                H * (c->qk_nope_head_dim + (long long)c->v_head_dim) <= INT_MAX &&
-                (long long)c->kv_lora_rank + c->qk_rope_head_dim <= INT_MAX &&
-                (long long)c->moe_intermediate_size * c->n_shared_experts <= INT_MAX &&
-                2LL * c->hidden_size <= INT_MAX && 2LL * c->moe_intermediate_size <= INT_MAX,
-            "%s: dimensions too large (num_attention_heads x head dims, kv_lora_rank + qk_rope_head_dim, "
-            "moe_intermediate_size x n_shared_experts must stay below 2^31)", p);
+                H * (c->qk_nope_head_dim + (long long)c->v_head_dim) <= INT_MAX,
+            "%s: dimensions too large (num_attention_heads x (qk_nope_head_dim + qk_rope_head_dim or v_head_dim) "
+            "must stay below 2^31)", p);
+    REQUIRE((long long)c->kv_lora_rank + c->qk_rope_head_dim <= INT_MAX,
+            "%s: dimensions too large (kv_lora_rank + qk_rope_head_dim must stay below 2^31)", p);
+    REQUIRE((long long)c->moe_intermediate_size * c->n_shared_experts <= INT_MAX,
+            "%s: dimensions too large (moe_intermediate_size x n_shared_experts must stay below 2^31)", p);
+    REQUIRE(2LL * c->hidden_size <= INT_MAX,
+            "%s: field 'hidden_size': too large (the MTP eh_proj input is 2 x hidden_size, which must stay below 2^31; found %d)",
+            p, c->hidden_size);
+    REQUIRE(2LL * c->moe_intermediate_size <= INT_MAX,
+            "%s: field 'moe_intermediate_size': too large (2 x moe_intermediate_size must stay below 2^31; found %d)", p,
+            c->moe_intermediate_size);
     REQUIRE(c->num_hidden_layers <= 100000 && c->num_nextn_predict_layers <= 100000,
             "%s: field 'num_hidden_layers' / 'num_nextn_predict_layers': implausibly large", p);
     REQUIRE(c->num_key_value_heads == c->num_attention_heads,
@@ -358,6 +401,9 @@ int dsv3_config_validate(const dsv3_config *c, const char *p) {
             "%s: field 'intermediate_size': must be positive (the model has dense layers), found %d", p, c->intermediate_size);
     if (c->n_routed_experts > 0) {
         const int E = c->n_routed_experts;
+        // The router keeps per-expert flags on the stack (dsv3_route_token); real models have <= 384 experts.
+        REQUIRE(E <= DSV3_MAX_ROUTED_EXPERTS, "%s: field 'n_routed_experts': at most %d supported, found %d", p,
+                DSV3_MAX_ROUTED_EXPERTS, E);
         REQUIRE(c->moe_intermediate_size > 0, "%s: field 'moe_intermediate_size': must be positive, found %d", p, c->moe_intermediate_size);
         REQUIRE(isfinite(c->routed_scaling_factor) && c->routed_scaling_factor > 0,
                 "%s: field 'routed_scaling_factor': must be a positive number, found %g", p, (double)c->routed_scaling_factor);
@@ -365,6 +411,10 @@ int dsv3_config_validate(const dsv3_config *c, const char *p) {
         REQUIRE(E % c->n_group == 0, "%s: field 'n_routed_experts': %d is not divisible by n_group %d", p, E, c->n_group);
         REQUIRE(c->topk_group >= 1 && c->topk_group <= c->n_group,
                 "%s: field 'topk_group': must be in [1, n_group = %d], found %d", p, c->n_group, c->topk_group);
+        // noaux_tc adds e_score_correction_bias to sigmoid scores; no code defines it for softmax scores
+        // (HF V2 fails on it, DeepSeek's V3 code raises), so the bias would be loaded and silently unused.
+        REQUIRE(!(c->use_correction_bias && c->scoring == DSV3_SCORE_SOFTMAX),
+                "%s: field 'topk_method': \"noaux_tc\" needs scoring_func \"sigmoid\" (found \"softmax\")", p);
         const int per_group = E / c->n_group;
         // Sigmoid (V3) routing scores a group by the sum of its top-2 (biased) expert scores.
         REQUIRE(!(c->scoring == DSV3_SCORE_SIGMOID || c->use_correction_bias) || per_group >= 2,
@@ -383,6 +433,9 @@ int dsv3_config_validate(const dsv3_config *c, const char *p) {
         REQUIRE(isfinite(c->mscale) && c->mscale >= 0, "%s: field 'rope_scaling.mscale': must be >= 0, found %g", p, c->mscale);
         REQUIRE(isfinite(c->mscale_all_dim) && c->mscale_all_dim >= 0,
                 "%s: field 'rope_scaling.mscale_all_dim': must be >= 0, found %g", p, c->mscale_all_dim);
+        // get_num leaves 0 when absent; an explicit 0 (cos/sin all zero) is refused, so 0 means absent
+        REQUIRE(isfinite(c->rope_attention_factor) && c->rope_attention_factor >= 0,
+                "%s: field 'rope_scaling.attention_factor': must be > 0, found %g", p, c->rope_attention_factor);
     }
     return 0;
 }

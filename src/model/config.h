@@ -3,6 +3,10 @@
 #pragma once
 #include <stdint.h>
 
+// Upper bound on n_routed_experts accepted by the config reader (the router's per-token flags live
+// on the stack: 64 KiB at this bound).
+#define DSV3_MAX_ROUTED_EXPERTS 65536
+
 typedef enum { DSV3_SCORE_SIGMOID = 0, DSV3_SCORE_SOFTMAX = 1 } dsv3_scoring;
 typedef enum { DSV3_ROPE_DEFAULT = 0, DSV3_ROPE_YARN = 1 } dsv3_rope_type;
 
@@ -39,6 +43,9 @@ typedef struct {
     double rope_factor;           // yarn only
     int original_max_position_embeddings;
     double beta_fast, beta_slow, mscale, mscale_all_dim;
+    // (both zero by default, so a zero-initialised config keeps HF's defaults)
+    double rope_attention_factor; // yarn "attention_factor": cos/sin multiplier as written (> 0); 0 when absent (derived)
+    int rope_no_truncate;         // yarn "truncate": false (HF default true: floor/ceil the correction range)
     // quantization_config
     int fp8;                      // quant_method fp8 (weights F8_E4M3 + weight_scale_inv)
     int weight_block_rows, weight_block_cols; // weight_block_size, default 128x128

@@ -62,7 +62,7 @@ void dsv3_config_counts(const dsv3_config *c, dsv3_counts *o) {
             act += o->dense_ffn_params_per_layer;
         }
         mtp += own;
-        mtp_act += act + o->embed_params + V * d;
+        mtp_act += act + o->embed_params + o->head_params; // a tied head is the embedding, counted once
     }
     o->mtp_params = mtp;
     o->mtp_active_params = mtp_act;

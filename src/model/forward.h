@@ -68,7 +68,8 @@ void dsv3_route_trace_free(dsv3_route_trace *t);
 // norm_topk_prob (÷ (sum + 1e-20)), × routed_scaling_factor.
 // Softmax (V2, HF deepseek_v2): scores = softmax(logits); group score = max per group (when
 // n_group > 1), dropped groups filled with 0; weights = scores × routed_scaling_factor (HF V2
-// ignores norm_topk_prob; we normalise when it is true, as DeepSeek's V2 code does; no released V2
-// config sets it). `scratch` holds 2·E + n_group floats.
+// ignores norm_topk_prob; when it is true and K > 1 we follow DeepSeek's V2 code: weights are the
+// normalised scores, without routed_scaling_factor; no released V2 config sets it).
+// `scratch` holds 2·E + n_group floats.
 void dsv3_route_token(const dsv3_config *c, const float *logits, const float *bias, int32_t *experts,
                       float *weights, float *scratch);

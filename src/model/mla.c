@@ -70,7 +70,6 @@ void dsv3_mla_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, dsv3_attn_m
         dsv3_matmul(w->q, w->qa, &L->q_b_proj, T);
     } else {
         dsv3_matmul(w->q, w->xn, &L->q_proj, T);
-        dsv3_add_bias(w->q, L->q_proj_bias, T, H * qk);
     }
     // latent + shared rope key
     dsv3_matmul(w->kva, w->xn, &L->kv_a_proj, T);

@@ -60,15 +60,19 @@ void dsv3_route_token(const dsv3_config *c, const float *logits, const float *bi
     int n = 0;
     for (int e = 0; e < E; e++) if (taken[e]) { experts[n] = e; weights[n] = s[e]; n++; }
 
-    // norm_topk_prob: V3 (sigmoid). For V2 (softmax) HF ignores the key; DeepSeek's own V2 code
-    // normalises when it is true. Every released V2 config has it false; we follow DeepSeek.
-    if (c->norm_topk_prob) {
+    // norm_topk_prob: V3 (sigmoid, HF): normalise, then scale. For V2 (softmax) HF ignores the key;
+    // DeepSeek's own V2 code normalises when it is true and top_k > 1, and then does NOT apply
+    // routed_scaling_factor ("if top_k > 1 and norm_topk_prob: w /= sum  else: w *= scale"). Every
+    // released V2 config has it false; we follow DeepSeek.
+    const int norm = c->norm_topk_prob && (sig || K > 1);
+    if (norm) {
         float sum = 0.0f;
         for (int k = 0; k < K; k++) sum += weights[k];
         sum += 1e-20f;
         for (int k = 0; k < K; k++) weights[k] /= sum;
     }
-    for (int k = 0; k < K; k++) weights[k] *= c->routed_scaling_factor;
+    if (sig || !norm)
+        for (int k = 0; k < K; k++) weights[k] *= c->routed_scaling_factor;
 }
 
 // out (T, d) = down(silu(gate(xn)) ⊙ up(xn)), using w->g / w->u as the inner buffers.

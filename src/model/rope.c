@@ -21,6 +21,8 @@ double dsv3_softmax_scale(const dsv3_config *c) {
 
 double dsv3_rope_attention_factor(const dsv3_config *c) {
     if (c->rope_type != DSV3_ROPE_YARN) return 1.0;
+    // HF: an explicit attention_factor is used as given (0 here means absent: HF's "is None")
+    if (c->rope_attention_factor > 0.0) return c->rope_attention_factor;
     // HF: mscale(f, mscale) / mscale(f, mscale_all_dim) when both are set (truthy), else mscale(f, 1).
     if (c->mscale != 0.0 && c->mscale_all_dim != 0.0)
         return yarn_get_mscale(c->rope_factor, c->mscale) / yarn_get_mscale(c->rope_factor, c->mscale_all_dim);
@@ -43,8 +45,9 @@ void dsv3_rope_inv_freq(const dsv3_config *c, float *inv_freq) {
         double beta_fast = c->beta_fast != 0.0 ? c->beta_fast : 32.0;
         double beta_slow = c->beta_slow != 0.0 ? c->beta_slow : 1.0;
         double orig = c->original_max_position_embeddings;
-        double low = floor(correction_dim(beta_fast, dim, c->rope_theta, orig));
-        double high = ceil(correction_dim(beta_slow, dim, c->rope_theta, orig));
+        double low = correction_dim(beta_fast, dim, c->rope_theta, orig);
+        double high = correction_dim(beta_slow, dim, c->rope_theta, orig);
+        if (!c->rope_no_truncate) { low = floor(low); high = ceil(high); } // HF "truncate", default true
         if (low < 0) low = 0;
         if (high > dim - 1) high = dim - 1;
         if (low == high) high += 0.001;

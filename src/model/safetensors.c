@@ -3,6 +3,7 @@
 // section; offsets are relative to byte 8 + N.
 #include "model/safetensors.h"
 #include "core/error.h"
+#include "core/text.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <math.h>
@@ -51,6 +52,10 @@ static int st_parse_file(dsv3_st *st, int fi, int *cap) {
         return dsv3_errorf("%s: header length %llu runs past the end of the file (%zu bytes)", path, (unsigned long long)n, m->size);
     if (n < 2 || m->data[8] != '{') return dsv3_errorf("%s: header is not a JSON object", path);
     const char *hdr = (const char *)m->data + 8;
+    // cJSON would cut a name at \u0000 ("a\u0000b" read as "a"), aliasing another tensor's name.
+    if (memchr(hdr, 0, (size_t)n)) return dsv3_errorf("%s: header contains a NUL byte", path);
+    if (dsv3_json_has_nul_escape(hdr, (size_t)n))
+        return dsv3_errorf("%s: header contains a \\u0000 escape (NUL characters in names or metadata are not supported)", path);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(hdr, (size_t)n, &end, 0);
     if (!root) return dsv3_errorf("%s: header is not valid JSON (error at header byte %ld)", path, end ? (long)(end - hdr) : -1L);
@@ -64,7 +69,7 @@ static int st_parse_file(dsv3_st *st, int fi, int *cap) {
 
     const unsigned char *base = m->data + 8 + n;
     const size_t data_size = m->size - 8 - (size_t)n;
-    int first = st->ntensors, count = 0;
+    int count = 0;
     for (const cJSON *e = root->child; e; e = e->next) count++;
     st_span *spans = dsv3_malloc((size_t)(count ? count : 1) * sizeof *spans);
     int nspans = 0, rc = -1;
@@ -133,7 +138,6 @@ static int st_parse_file(dsv3_st *st, int fi, int *cap) {
             goto fail;
         }
     rc = 0;
-    (void)first;
 fail:
     free(spans);
     cJSON_Delete(root);
@@ -172,8 +176,13 @@ int dsv3_st_open_file(dsv3_st *st, const char *path) {
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static int st_open_index(dsv3_st *st, const char *dir, const char *index_path) {
-    char *text = dsv3_read_file(index_path, NULL);
+    size_t text_len = 0;
+    char *text = dsv3_read_file(index_path, &text_len);
     if (!text) return -1;
+    if (dsv3_json_has_nul_escape(text, text_len)) {
+        free(text);
+        return dsv3_errorf("%s: contains a \\u0000 escape (NUL characters in names are not supported)", index_path);
+    }
     cJSON *root = cJSON_Parse(text);
     free(text);
     if (!root) return dsv3_errorf("%s: malformed JSON", index_path);
@@ -190,11 +199,14 @@ static int st_open_index(dsv3_st *st, const char *dir, const char *index_path) {
             dsv3_errorf("%s: weight_map entry '%s' names an unsafe file '%s'", index_path, e->string, f);
             goto out;
         }
-        int seen = 0;
-        for (int i = 0; i < nfiles && !seen; i++) seen = strcmp(files[i], f) == 0;
-        if (!seen) files[nfiles++] = (char *)f;
+        files[nfiles++] = (char *)f;
     }
+    // distinct file names, sorted (sort then drop repeats: a pairwise scan is quadratic in the entries)
     if (nfiles > 1) qsort(files, nfiles, sizeof *files, cmp_str);
+    int nuniq = 0;
+    for (int i = 0; i < nfiles; i++)
+        if (nuniq == 0 || strcmp(files[nuniq - 1], files[i]) != 0) files[nuniq++] = files[i];
+    nfiles = nuniq;
     char **paths = dsv3_malloc((size_t)(nfiles ? nfiles : 1) * sizeof *paths);
     for (int i = 0; i < nfiles; i++) paths[i] = dsv3_path_join(dir, files[i]);
     int orc = st_open_paths(st, paths, nfiles);

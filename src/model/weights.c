@@ -217,8 +217,8 @@ static int bind_layer(loader *L, dsv3_layer *ly, int idx) {
         if (bind_mat(L, &ly->q_b_proj, NAME("self_attn.q_b_proj.weight"), H * qk, ql, 1) < 0) return -1;
         if (c->attention_bias && bind_vec(L, &ly->q_a_proj_bias, NAME("self_attn.q_a_proj.bias"), ql, 1) < 0) return -1;
     } else {
+        // q_proj never has a bias (HF: bias=False whatever attention_bias says; a stored one is ignored)
         if (bind_mat(L, &ly->q_proj, NAME("self_attn.q_proj.weight"), H * qk, d, 1) < 0) return -1;
-        if (c->attention_bias && bind_vec(L, &ly->q_proj_bias, NAME("self_attn.q_proj.bias"), H * qk, 0) < 0) return -1;
     }
     if (bind_mat(L, &ly->kv_a_proj, NAME("self_attn.kv_a_proj_with_mqa.weight"), kvl + rope, d, 1) < 0) return -1;
     if (bind_vec(L, &ly->kv_a_layernorm, NAME("self_attn.kv_a_layernorm.weight"), kvl, 1) < 0) return -1;

@@ -19,7 +19,7 @@ typedef struct {
     float *kv_a_layernorm;           // (kv_lora)
     dsv3_mat kv_b_proj;              // (H*(nope + v), kv_lora)
     dsv3_mat o_proj;                 // (d, H*v)
-    float *q_proj_bias, *q_a_proj_bias, *kv_a_proj_bias, *o_proj_bias; // attention_bias only, else NULL
+    float *q_a_proj_bias, *kv_a_proj_bias, *o_proj_bias; // attention_bias only, else NULL (q_proj has none, as in HF)
     // dense SwiGLU (layers < first_k_dense_replace)
     dsv3_mat gate_proj, up_proj;     // (I, d)
     dsv3_mat down_proj;              // (d, I)

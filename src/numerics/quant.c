@@ -1,4 +1,6 @@
 // Fine-grained quantizers: see quant.h for the semantics and layouts.
+// The E4M3 and E5M6 variants share one implementation: a format is its largest finite value, a
+// vectorizable tile encoder and a decoder (fmt_ops below).
 #include "numerics/quant.h"
 #include "core/error.h"
 #include "numerics/bf16.h"
@@ -15,54 +17,93 @@ float dsv3_quant_scale(float amax, float fmt_max, dsv3_scale_fmt sf) {
     return s;
 }
 
+// max |x| over a tile; fmaxf skips NaN elements (an inf element gives inf).
 static inline float tile_amax(const float *x, int n) {
     float a = 0.0f;
     for (int i = 0; i < n; i++) a = fmaxf(a, fabsf(x[i]));
     return a;
 }
 
+// q[off + i] = fmt(x[i] / sc) for i < n, saturating.
+static void enc_tile_e4m3(void *q, size_t off, const float *x, int n, float sc) {
+    uint8_t *o = (uint8_t *)q + off;
+    #pragma omp simd
+    for (int i = 0; i < n; i++) o[i] = dsv3_f32_to_e4m3(x[i] / sc, DSV3_FP8_SATURATE);
+}
+static void enc_tile_e5m6(void *q, size_t off, const float *x, int n, float sc) {
+    uint16_t *o = (uint16_t *)q + off;
+    #pragma omp simd
+    for (int i = 0; i < n; i++) o[i] = dsv3_f32_to_e5m6(x[i] / sc, DSV3_FP8_SATURATE);
+}
+
+typedef struct {
+    float fmax;                                               // largest finite value (448, 65024)
+    size_t size;                                              // bytes per code (1, 2)
+    void (*enc_tile)(void *q, size_t off, const float *x, int n, float sc);
+} fmt_ops;
+static const fmt_ops k_e4m3 = {DSV3_E4M3_MAX, 1, enc_tile_e4m3}, k_e5m6 = {DSV3_E5M6_MAX, 2, enc_tile_e5m6};
+
+// The value of code i of q (the branch is loop-invariant and predictable).
+static inline float decode_at(const fmt_ops *f, const void *q, size_t i) {
+    return f->size == 1 ? dsv3_e4m3_to_f32(((const uint8_t *)q)[i]) : dsv3_e5m6_to_f32(((const uint16_t *)q)[i]);
+}
+
+static void quant_1x128(const fmt_ops *f, void *q, float *s, const float *x, int M, int K, dsv3_scale_fmt sf) {
+    int nk = ceil_div(K, T);
+    #pragma omp parallel for schedule(static) if ((long)M * K >= (1 << 16))
+    for (int m = 0; m < M; m++)
+        for (int kb = 0; kb < nk; kb++) {
+            size_t off = (size_t)m * K + (size_t)kb * T;
+            int n = K - kb * T < T ? K - kb * T : T;
+            float sc = dsv3_quant_scale(tile_amax(x + off, n), f->fmax, sf);
+            s[(size_t)m * nk + kb] = sc;
+            f->enc_tile(q, off, x + off, n, sc);
+        }
+}
+
+static void dequant_1x128(const fmt_ops *f, float *x, const void *q, const float *s, int M, int K) {
+    int nk = ceil_div(K, T);
+    #pragma omp parallel for schedule(static) if ((long)M * K >= (1 << 16))
+    for (int m = 0; m < M; m++)
+        for (int k = 0; k < K; k++) x[(size_t)m * K + k] = decode_at(f, q, (size_t)m * K + k) * s[(size_t)m * nk + k / T];
+}
+
+// Re-tiling: column k of x (all M tokens) becomes row k of xᵀ, quantized in 1×128 tiles along M.
+// Each thread dequantizes one column at a time into a scratch row (M floats) and requantizes it.
+static void retile_1x128_t(const fmt_ops *f, void *qt, float *st, const void *q, const float *s, int M, int K,
+                           dsv3_scale_fmt sf) {
+    int nk = ceil_div(K, T), nmt = ceil_div(M, T);
+    #pragma omp parallel if ((long)M * K >= (1 << 16))
+    {
+        float *col = dsv3_malloc(sizeof(float) * (size_t)(M > 0 ? M : 1));
+        #pragma omp for schedule(static)
+        for (int k = 0; k < K; k++) {
+            for (int m = 0; m < M; m++) col[m] = decode_at(f, q, (size_t)m * K + k) * s[(size_t)m * nk + k / T];
+            quant_1x128(f, (char *)qt + (size_t)k * M * f->size, st + (size_t)k * nmt, col, 1, M, sf);
+        }
+        free(col);
+    }
+}
+
 void dsv3_quant_1x128_e4m3(uint8_t *q, float *s, const float *x, int M, int K, dsv3_scale_fmt sf) {
-    int nk = ceil_div(K, T);
-    #pragma omp parallel for schedule(static) if ((long)M * K >= (1 << 16))
-    for (int m = 0; m < M; m++)
-        for (int kb = 0; kb < nk; kb++) {
-            const float *xt = x + (size_t)m * K + (size_t)kb * T;
-            uint8_t *qt = q + (size_t)m * K + (size_t)kb * T;
-            int n = K - kb * T < T ? K - kb * T : T;
-            float sc = dsv3_quant_scale(tile_amax(xt, n), DSV3_E4M3_MAX, sf);
-            s[(size_t)m * nk + kb] = sc;
-            #pragma omp simd
-            for (int i = 0; i < n; i++) qt[i] = dsv3_f32_to_e4m3(xt[i] / sc, DSV3_FP8_SATURATE);
-        }
+    quant_1x128(&k_e4m3, q, s, x, M, K, sf);
 }
-
 void dsv3_dequant_1x128_e4m3(float *x, const uint8_t *q, const float *s, int M, int K) {
-    int nk = ceil_div(K, T);
-    #pragma omp parallel for schedule(static) if ((long)M * K >= (1 << 16))
-    for (int m = 0; m < M; m++)
-        for (int k = 0; k < K; k++) x[(size_t)m * K + k] = dsv3_e4m3_to_f32(q[(size_t)m * K + k]) * s[(size_t)m * nk + k / T];
+    dequant_1x128(&k_e4m3, x, q, s, M, K);
 }
-
 void dsv3_quant_1x128_e5m6(uint16_t *q, float *s, const float *x, int M, int K, dsv3_scale_fmt sf) {
-    int nk = ceil_div(K, T);
-    #pragma omp parallel for schedule(static) if ((long)M * K >= (1 << 16))
-    for (int m = 0; m < M; m++)
-        for (int kb = 0; kb < nk; kb++) {
-            const float *xt = x + (size_t)m * K + (size_t)kb * T;
-            uint16_t *qt = q + (size_t)m * K + (size_t)kb * T;
-            int n = K - kb * T < T ? K - kb * T : T;
-            float sc = dsv3_quant_scale(tile_amax(xt, n), DSV3_E5M6_MAX, sf);
-            s[(size_t)m * nk + kb] = sc;
-            #pragma omp simd
-            for (int i = 0; i < n; i++) qt[i] = dsv3_f32_to_e5m6(xt[i] / sc, DSV3_FP8_SATURATE);
-        }
+    quant_1x128(&k_e5m6, q, s, x, M, K, sf);
 }
-
 void dsv3_dequant_1x128_e5m6(float *x, const uint16_t *q, const float *s, int M, int K) {
-    int nk = ceil_div(K, T);
-    #pragma omp parallel for schedule(static) if ((long)M * K >= (1 << 16))
-    for (int m = 0; m < M; m++)
-        for (int k = 0; k < K; k++) x[(size_t)m * K + k] = dsv3_e5m6_to_f32(q[(size_t)m * K + k]) * s[(size_t)m * nk + k / T];
+    dequant_1x128(&k_e5m6, x, q, s, M, K);
+}
+void dsv3_quant_retile_1x128_t_e4m3(uint8_t *qt, float *st, const uint8_t *q, const float *s, int M, int K,
+                                    dsv3_scale_fmt sf) {
+    retile_1x128_t(&k_e4m3, qt, st, q, s, M, K, sf);
+}
+void dsv3_quant_retile_1x128_t_e5m6(uint16_t *qt, float *st, const uint16_t *q, const float *s, int M, int K,
+                                    dsv3_scale_fmt sf) {
+    retile_1x128_t(&k_e5m6, qt, st, q, s, M, K, sf);
 }
 
 void dsv3_quant_128x128_e4m3(uint8_t *q, float *s, const float *w, int N, int K, dsv3_scale_fmt sf) {
@@ -75,12 +116,7 @@ void dsv3_quant_128x128_e4m3(uint8_t *q, float *s, const float *w, int N, int K,
             for (int r = r0; r < r1; r++) amax = fmaxf(amax, tile_amax(w + (size_t)r * K + c0, cn));
             float sc = dsv3_quant_scale(amax, DSV3_E4M3_MAX, sf);
             s[(size_t)nb * nk + kb] = sc;
-            for (int r = r0; r < r1; r++) {
-                const float *wr = w + (size_t)r * K + c0;
-                uint8_t *qr = q + (size_t)r * K + c0;
-                #pragma omp simd
-                for (int i = 0; i < cn; i++) qr[i] = dsv3_f32_to_e4m3(wr[i] / sc, DSV3_FP8_SATURATE);
-            }
+            for (int r = r0; r < r1; r++) enc_tile_e4m3(q, (size_t)r * K + c0, w + (size_t)r * K + c0, cn, sc);
         }
 }
 
@@ -100,37 +136,5 @@ void dsv3_dequant_128x128_e4m3_bf16(uint16_t *w, const uint8_t *q, const float *
         const float *sr = s + (size_t)(r / T) * nk;
         for (int k = 0; k < K; k++)
             w[(size_t)r * K + k] = dsv3_f32_to_bf16(dsv3_e4m3_to_f32(q[(size_t)r * K + k]) * sr[k / T]);
-    }
-}
-
-// Re-tiling: column k of x (all M tokens) becomes row k of xᵀ, quantized in 1×128 tiles along M.
-// Each thread dequantizes one column at a time into a scratch row (M floats) and requantizes it.
-void dsv3_quant_retile_1x128_t_e4m3(uint8_t *qt, float *st, const uint8_t *q, const float *s, int M, int K,
-                                    dsv3_scale_fmt sf) {
-    int nk = ceil_div(K, T);
-    #pragma omp parallel if ((long)M * K >= (1 << 16))
-    {
-        float *col = dsv3_malloc(sizeof(float) * (size_t)(M > 0 ? M : 1));
-        #pragma omp for schedule(static)
-        for (int k = 0; k < K; k++) {
-            for (int m = 0; m < M; m++) col[m] = dsv3_e4m3_to_f32(q[(size_t)m * K + k]) * s[(size_t)m * nk + k / T];
-            dsv3_quant_1x128_e4m3(qt + (size_t)k * M, st + (size_t)k * ceil_div(M, T), col, 1, M, sf);
-        }
-        free(col);
-    }
-}
-
-void dsv3_quant_retile_1x128_t_e5m6(uint16_t *qt, float *st, const uint16_t *q, const float *s, int M, int K,
-                                    dsv3_scale_fmt sf) {
-    int nk = ceil_div(K, T);
-    #pragma omp parallel if ((long)M * K >= (1 << 16))
-    {
-        float *col = dsv3_malloc(sizeof(float) * (size_t)(M > 0 ? M : 1));
-        #pragma omp for schedule(static)
-        for (int k = 0; k < K; k++) {
-            for (int m = 0; m < M; m++) col[m] = dsv3_e5m6_to_f32(q[(size_t)m * K + k]) * s[(size_t)m * nk + k / T];
-            dsv3_quant_1x128_e5m6(qt + (size_t)k * M, st + (size_t)k * ceil_div(M, T), col, 1, M, sf);
-        }
-        free(col);
     }
 }

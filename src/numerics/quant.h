@@ -7,6 +7,10 @@
 // stored value is q = fmt(x / s) (fp32 division, RNE, saturating); dequantization is float(q) · s (one
 // fp32 multiply). This is DeepSeek's act_quant / weight_dequant (inference/kernel.py). Partial edge
 // tiles use only their real elements (same as zero padding to 128, which the checkpoint README states).
+// Non-finite input: amax skips NaN elements (fmaxf), so a NaN stays a NaN code in a tile that is
+// otherwise quantized normally; an inf element makes amax inf, so the scale is inf (UE8M0: NaN) and
+// the whole tile dequantizes to NaN (0 · inf), as a torch amax/448 reference does. K need not be a
+// multiple of 128; M, N or K = 0 writes nothing.
 //
 // Layouts (all row-major, no padding; "ceil" is ceil(n / 128)):
 //   1×128:    x (M, K)  ->  q (M, K), s (M, ceil(K))           s[m][kb] scales x[m][kb*128 .. +128)

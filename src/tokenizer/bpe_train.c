@@ -139,6 +139,7 @@ int dsv3_bpe_trainer_feed_many(dsv3_bpe_trainer *t, const char *const *texts, co
     }
     wmap *local = dsv3_calloc((size_t)nt, sizeof *local);
     int failed = 0;
+    char errmsg[512] = ""; // the first failure's message (dsv3_error() is per thread)
 #pragma omp parallel num_threads(nt)
     {
         wmap *m = &local[omp_get_thread_num()];
@@ -146,8 +147,11 @@ int dsv3_bpe_trainer_feed_many(dsv3_bpe_trainer *t, const char *const *texts, co
 #pragma omp for schedule(dynamic, 8)
         for (size_t i = 0; i < n; i++)
             if (dsv3_pretokenize_deepseek_v3(texts[i], lens[i], wmap_piece, m)) {
-#pragma omp atomic write
-                failed = 1;
+#pragma omp critical(dsv3_bpe_feed_err)
+                {
+                    if (!failed) snprintf(errmsg, sizeof errmsg, "document %zu: %s", i, dsv3_error());
+                    failed = 1;
+                }
             }
     }
     for (int k = 0; k < nt; k++) {
@@ -157,7 +161,7 @@ int dsv3_bpe_trainer_feed_many(dsv3_bpe_trainer *t, const char *const *texts, co
         wmap_free(m);
     }
     free(local);
-    return failed ? dsv3_errorf("bpe train: pre-tokenization failed") : 0;
+    return failed ? dsv3_errorf("bpe train: pre-tokenization failed: %s", errmsg) : 0;
 }
 
 void dsv3_bpe_trainer_add_word(dsv3_bpe_trainer *t, const char *word, size_t len, int64_t count) {
@@ -604,9 +608,9 @@ int dsv3_bpe_trainer_save(const dsv3_bpe_trainer *t, const char *path) {
     sb_puts(&b, "\n    },\n    \"merges\": [");
     // A pair merged twice (possible only when a merge re-creates an existing token) is kept once,
     // at its last rank, as HF's BPE model (a map pair -> rank) does.
-    uint64_t *last = dsv3_malloc(((size_t)t->nmerges + 1) * sizeof *last); // (pair key << 24 | rank) sorted
+    uint64_t *last = dsv3_malloc(((size_t)t->nmerges + 1) * sizeof *last); // pair key of each merge, in rank order
     for (int i = 0; i < t->nmerges; i++)
-        last[i] = (pkey(t->merges[i][0], t->merges[i][1]) << 0);
+        last[i] = pkey(t->merges[i][0], t->merges[i][1]);
     uint64_t *sorted = dsv3_malloc(((size_t)t->nmerges + 1) * sizeof *sorted);
     memcpy(sorted, last, (size_t)t->nmerges * sizeof *sorted);
     qsort(sorted, (size_t)t->nmerges, sizeof *sorted, cmp_u64);

@@ -280,19 +280,20 @@ static heap_ent heap_pop(heap_ent *h, int *n) {
 
 // Appends the BPE ids of the piece (raw bytes) to out.
 static void bpe_piece_uncached(const dsv3_tokenizer *t, const unsigned char *s, size_t len, ivec *out) {
-    if (t->ignore_merges) {
-        char buf[512];
-        if (len <= sizeof buf / 2) {
-            size_t k = 0;
-            for (size_t i = 0; i < len; i++) {
-                const char *u = dsv3_byte_to_unicode(s[i]);
-                while (*u) buf[k++] = *u++;
-            }
-            int32_t id = str_map_get(&t->vocab, buf, k);
-            if (id >= 0) {
-                ivec_push(out, id);
-                return;
-            }
+    if (t->ignore_merges) { // HF: a piece that is itself in the vocab is one token, whatever its length
+        char sbuf[512];
+        sbuf[0] = 0; // (keeps -Wmaybe-uninitialized quiet; pieces are never empty)
+        char *buf = len <= sizeof sbuf / 2 ? sbuf : dsv3_malloc(2 * len); // <= 2 UTF-8 bytes per byte
+        size_t k = 0;
+        for (size_t i = 0; i < len; i++) {
+            const char *u = dsv3_byte_to_unicode(s[i]);
+            while (*u) buf[k++] = *u++;
+        }
+        int32_t id = str_map_get(&t->vocab, buf, k);
+        if (buf != sbuf) free(buf);
+        if (id >= 0) {
+            ivec_push(out, id);
+            return;
         }
     }
     enum { STACK = 128 };
@@ -731,6 +732,11 @@ static dsv3_tokenizer *load_from_json(const char *json, size_t len, const char *
         LOAD_FAIL("%s: not valid JSON (parse error near byte %zu)", name, off);
     }
     if (!cJSON_IsObject(root)) LOAD_FAIL("%s: top level must be a JSON object, found %s", name, json_type_name(root));
+    // cJSON strings end at the first NUL: a token or pattern holding \u0000 (or a raw NUL byte, which
+    // cJSON accepts inside strings) would be silently cut (e.g. "b\u0000c" would become the token
+    // "b"), so such files are rejected.
+    if (dsv3_json_has_nul_escape(json, len) || memchr(json, 0, len))
+        LOAD_FAIL("%s: a \\u0000 escape or NUL byte (NUL character) in a string is not supported", name);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model)) LOAD_FAIL("%s: \"model\" must be an object, found %s", name, json_type_name(model));
     const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(model, "type");

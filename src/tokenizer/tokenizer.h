@@ -54,6 +54,10 @@ const char *dsv3_pretokenize_deepseek_v3_pattern(int i);
 // The pre-tokenizer of a loaded tokenizer (whatever tokenizer.json says), same contract.
 int dsv3_tokenizer_pretokenize(const dsv3_tokenizer *t, const char *text, size_t len, dsv3_piece_fn fn, void *ctx);
 
+// Length of the valid UTF-8 sequence starting at s[0] (1..4; Rust/Unicode rules: no overlongs, no
+// surrogates, nothing above U+10FFFF), or 0 if s[0] does not start one. len >= 1 bytes available.
+int dsv3_utf8_seq_len(const unsigned char *s, size_t len);
+
 // GPT-2 byte-level alphabet: byte -> UTF-8 string of its mapped code point (<= 2 bytes + NUL).
 const char *dsv3_byte_to_unicode(unsigned char b);
 // Inverse: decode one mapped code point at s (UTF-8, `len` bytes available). Returns the byte

@@ -25,8 +25,7 @@ int dsv3_pretok_run(const dsv3_pretok *p, const char *text, size_t len, dsv3_pie
 // Length of the longest prefix of s that is valid UTF-8 (Rust/Unicode rules: no overlongs, no
 // surrogates, nothing above U+10FFFF).
 size_t dsv3_utf8_valid_prefix(const unsigned char *s, size_t len);
-// Length of the valid UTF-8 sequence starting at s[0] (1..4), or 0 if s[0] does not start one.
-int dsv3_utf8_seq_len(const unsigned char *s, size_t len);
+// dsv3_utf8_seq_len is declared in tokenizer.h (the data pipeline uses it too).
 
 // Unicode 16.0 general categories (src/tokenizer/unicode_props.c, generated), registered as
 // Oniguruma user properties: \p{L} in a pattern is compiled as \p{Dsv3CatL}, etc.

@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <omp.h>
 #include <stdio.h>
@@ -45,6 +46,36 @@ static int ends_with(const char *s, const char *suffix) {
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+static int is_blank_byte(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+
+int dsv3_jsonl_line_text(const char *line, size_t len, cJSON **obj, const char **text, size_t *tlen) {
+    *obj = NULL, *text = NULL, *tlen = 0;
+    size_t a = 0, b = len;
+    while (a < b && is_blank_byte(line[a])) a++;
+    while (b > a && is_blank_byte(line[b - 1])) b--;
+    if (a == b) return 0;
+    const char *end = NULL;
+    cJSON *o = cJSON_ParseWithLengthOpts(line + a, b - a, &end, 0);
+    if (!o) return dsv3_errorf("not valid JSON (each line of a .jsonl input must be one JSON object)");
+    // cJSON stops after the first value: anything after it (a second object, stray text) is an error,
+    // not silently dropped.
+    if (end < line + b) {
+        cJSON_Delete(o);
+        return dsv3_errorf("unexpected bytes after the JSON object (one object per line)");
+    }
+    const cJSON *t = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, "text") : NULL;
+    if (!cJSON_IsString(t)) {
+        cJSON_Delete(o);
+        return dsv3_errorf("expected a JSON object with a string field \"text\"");
+    }
+    if (dsv3_json_has_nul_escape(line + a, b - a) || memchr(line + a, 0, b - a)) { // cJSON also keeps raw NULs
+        cJSON_Delete(o);
+        return dsv3_errorf("a \\u0000 character (or NUL byte) in \"text\" is not supported");
+    }
+    *obj = o, *text = t->valuestring, *tlen = strlen(t->valuestring);
+    return 1;
+}
+
 int dsv3_doclist_read(dsv3_doclist *dl, const char *path) {
     size_t size = 0;
     char *buf = dsv3_read_file(path, &size);
@@ -57,34 +88,20 @@ int dsv3_doclist_read(dsv3_doclist *dl, const char *path) {
     // JSONL: decode each line's "text" into one new buffer (texts are never longer than their line).
     char *out = dsv3_malloc(size + 1);
     size_t at = 0, line_no = 0;
-    size_t first_doc = dl->n;
     for (size_t i = 0; i < size;) {
         size_t j = i;
         while (j < size && buf[j] != '\n') j++;
         line_no++;
-        size_t a = i, b = j;
-        while (a < b && (buf[a] == ' ' || buf[a] == '\t' || buf[a] == '\r')) a++;
-        while (b > a && (buf[b - 1] == ' ' || buf[b - 1] == '\t' || buf[b - 1] == '\r')) b--;
-        if (b > a) {
-            cJSON *o = cJSON_ParseWithLength(buf + a, b - a);
-            const cJSON *t = o ? cJSON_GetObjectItemCaseSensitive(o, "text") : NULL;
-            if (!cJSON_IsString(t)) {
-                int parsed = o != NULL;
-                cJSON_Delete(o);
-                free(buf), free(out);
-                dl->n = first_doc; // drop this file's partial documents
-                return dsv3_errorf("%s:%zu: %s", path, line_no,
-                                   parsed ? "expected a JSON object with a string field \"text\""
-                                          : "not valid JSON (each line of a .jsonl input must be one JSON object)");
-            }
-            size_t n = strlen(t->valuestring);
-            if (dsv3_json_has_nul_escape(buf + a, b - a)) {
-                cJSON_Delete(o);
-                free(buf), free(out);
-                dl->n = first_doc;
-                return dsv3_errorf("%s:%zu: a \\u0000 character in \"text\" is not supported", path, line_no);
-            }
-            memcpy(out + at, t->valuestring, n);
+        cJSON *o;
+        const char *t;
+        size_t n;
+        int r = dsv3_jsonl_line_text(buf + i, j - i, &o, &t, &n);
+        if (r < 0) {
+            free(buf), free(out);
+            return dsv3_error_context("%s:%zu", path, line_no);
+        }
+        if (r > 0) {
+            memcpy(out + at, t, n);
             cJSON_Delete(o);
             at += n;
             out[at++] = 0;
@@ -158,14 +175,8 @@ int dsv3_data_special_ids_get(const dsv3_tokenizer *tok, dsv3_data_special_ids *
 
 // Length of the UTF-8 character at s (1 for an invalid byte: it counts as one character).
 static size_t utf8_char_len(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    size_t k = c < 0x80 ? 1 : c < 0xC2 ? 0 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : c < 0xF5 ? 4 : 0;
-    if (k == 0 || k > n) return 1;
-    for (size_t i = 1; i < k; i++)
-        if ((s[i] & 0xC0) != 0x80) return 1;
-    if (k == 3 && ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] >= 0xA0))) return 1;
-    if (k == 4 && ((c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] >= 0x90))) return 1;
-    return k;
+    int k = dsv3_utf8_seq_len(s, n);
+    return k ? (size_t)k : 1;
 }
 
 typedef struct { int32_t *v; size_t n, cap; } ivec;
@@ -518,6 +529,52 @@ static int mkdir_p(const char *dir) {
 
 static const char *k_split_name[2] = {"train", "val"};
 
+// After a successful run: remove shard files of an earlier run into the same directory that this
+// run's manifest does not list ("<split>-NNNNN.bin" with an index >= this run's shard count) and
+// temp files of interrupted runs ("<split>-NNNNN.bin.tmp.<pid>"). Only regular files with these
+// exact name patterns are touched. The new output is complete already, so a file that cannot be
+// removed only gets a warning on stderr.
+static void remove_stale_shards(const char *dir, const uint64_t nshards[2]) {
+    DIR *dp = opendir(dir);
+    if (!dp) {
+        fprintf(stderr, "data prepare: warning: cannot list %s to remove stale shards: %s\n", dir, strerror(errno));
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(dp))) {
+        const char *nm = de->d_name;
+        for (int sp = 0; sp < 2; sp++) {
+            size_t pl = strlen(k_split_name[sp]);
+            if (strncmp(nm, k_split_name[sp], pl) != 0 || nm[pl] != '-') continue;
+            const char *q = nm + pl + 1, *digits = q;
+            while (*q >= '0' && *q <= '9') q++;
+            if (q - digits < 5 || strncmp(q, ".bin", 4) != 0) continue;
+            const char *rest = q + 4;
+            int tmp = 0;
+            if (*rest) { // only ".tmp.<digits>" may follow
+                if (strncmp(rest, ".tmp.", 5) != 0 || !rest[5]) continue;
+                const char *r = rest + 5;
+                while (*r >= '0' && *r <= '9') r++;
+                if (*r) continue;
+                tmp = 1;
+            }
+            errno = 0;
+            unsigned long long idx = strtoull(digits, NULL, 10);
+            char canon[64];
+            snprintf(canon, sizeof canon, "%s-%05llu.bin", k_split_name[sp], idx);
+            int keep = !tmp && errno == 0 && idx < nshards[sp] && strlen(canon) == (size_t)(rest - nm) &&
+                       strncmp(nm, canon, (size_t)(rest - nm)) == 0;
+            if (keep) continue;
+            char *path = dsv3_path_join(dir, nm);
+            struct stat sb;
+            if (lstat(path, &sb) == 0 && S_ISREG(sb.st_mode) && unlink(path) != 0 && errno != ENOENT)
+                fprintf(stderr, "data prepare: warning: cannot remove stale shard %s: %s\n", path, strerror(errno));
+            free(path);
+        }
+    }
+    closedir(dp);
+}
+
 int dsv3_data_prepare(const dsv3_tokenizer *tok, const dsv3_doclist *docs, const dsv3_data_prepare_opts *o,
                       dsv3_data_prepare_stats *st) {
     memset(st, 0, sizeof *st);
@@ -569,7 +626,8 @@ int dsv3_data_prepare(const dsv3_tokenizer *tok, const dsv3_doclist *docs, const
 #pragma omp critical(dsv3_data_err)
             {
                 if (!failed) snprintf(errmsg, sizeof errmsg, "document %llu: %s", (unsigned long long)d, dsv3_error());
-                failed = 1;
+#pragma omp atomic write
+                failed = 1; // atomic: other threads read it outside the critical section
             }
             continue;
         }
@@ -690,6 +748,7 @@ int dsv3_data_prepare(const dsv3_tokenizer *tok, const dsv3_doclist *docs, const
         free(path);
         cJSON_free(text);
     }
+    if (!rc) remove_stale_shards(o->out_dir, st->shards);
 done:
     cJSON_Delete(man);
     free(order);
@@ -710,15 +769,24 @@ struct dsv3_data {
     int64_t pad_id;
 };
 
-static const cJSON *jget(const cJSON *o, const char *key, int type_number, const char *path, const char *ctx) {
+// A string field, or a number field that must be an integer in [lo, hi] (so that the casts below
+// are defined whatever a hostile manifest holds).
+static const cJSON *jget_range(const cJSON *o, const char *key, int type_number, double lo, double hi, const char *path,
+                               const char *ctx) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || (type_number ? !cJSON_IsNumber(v) : !cJSON_IsString(v))) {
         dsv3_errorf("%s: %s%s\"%s\" missing or not a %s", path, ctx, *ctx ? ": " : "", key,
                     type_number ? "number" : "string");
         return NULL;
     }
+    if (type_number && !(v->valuedouble >= lo && v->valuedouble <= hi && v->valuedouble == (double)(int64_t)v->valuedouble)) {
+        dsv3_errorf("%s: %s%s\"%s\" must be an integer in [%.0f, %.0f], found %g", path, ctx, *ctx ? ": " : "", key,
+                    lo, hi, v->valuedouble);
+        return NULL;
+    }
     return v;
 }
+#define jget(o, key, type_number, path, ctx) jget_range(o, key, type_number, 0, 4294967295.0, path, ctx)
 
 dsv3_data *dsv3_data_open(const char *manifest_path, const char *split, int verify) {
     const uint32_t one = 1;
@@ -749,12 +817,12 @@ dsv3_data *dsv3_data_open(const char *manifest_path, const char *split, int veri
         dsv3_errorf("%s: not a dsv3 data manifest (\"format\" should be \"dsv3-token-shards\")", manifest_path);
         goto fail;
     }
-    if (!cJSON_IsObject(tk) || !(v = jget(tk, "vocab_size", 1, manifest_path, "tokenizer"))) {
+    if (!cJSON_IsObject(tk) || !(v = jget_range(tk, "vocab_size", 1, 1, 4294967295.0, manifest_path, "tokenizer"))) {
         if (!cJSON_IsObject(tk)) dsv3_errorf("%s: \"tokenizer\" missing", manifest_path);
         goto fail;
     }
     d->vocab = (uint32_t)v->valuedouble;
-    if (!(v = jget(man, "seq_len", 1, manifest_path, ""))) goto fail;
+    if (!(v = jget_range(man, "seq_len", 1, 1, 1 << 24, manifest_path, ""))) goto fail;
     d->seq_len = (uint32_t)v->valuedouble;
     if (!cJSON_IsObject(js) || !cJSON_IsArray(shards)) {
         dsv3_errorf("%s: no \"%s\" split with a \"shards\" list", manifest_path, split);
@@ -764,7 +832,7 @@ dsv3_data *dsv3_data_open(const char *manifest_path, const char *split, int veri
     int bestfit = cJSON_IsString(packing) && strcmp(packing->valuestring, "bestfit") == 0;
     d->pad_id = -1;
     if (bestfit) {
-        if (!(v = jget(tk, "pad_id", 1, manifest_path, "tokenizer"))) goto fail;
+        if (!(v = jget_range(tk, "pad_id", 1, 0, d->vocab - 1.0, manifest_path, "tokenizer"))) goto fail;
         d->pad_id = (int64_t)v->valuedouble;
     }
     d->nshards = cJSON_GetArraySize(shards);
@@ -772,7 +840,8 @@ dsv3_data *dsv3_data_open(const char *manifest_path, const char *split, int veri
     d->first_row = dsv3_calloc((size_t)d->nshards + 1, sizeof *d->first_row);
     for (int i = 0; i < d->nshards; i++) {
         const cJSON *sh = cJSON_GetArrayItem(shards, i), *f, *rows;
-        if (!(f = jget(sh, "file", 0, manifest_path, split)) || !(rows = jget(sh, "rows", 1, manifest_path, split)))
+        if (!(f = jget(sh, "file", 0, manifest_path, split)) ||
+            !(rows = jget_range(sh, "rows", 1, 0, 9007199254740992.0, manifest_path, split)))
             goto fail;
         char *path = dsv3_path_join(*dir ? dir : ".", f->valuestring);
         int bad = dsv3_mmap_open(&d->maps[i], path);

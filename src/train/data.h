@@ -32,9 +32,16 @@ typedef struct {
 } dsv3_doclist;
 
 // Append the documents of `path` (rules above). Returns 0, or -1 with dsv3_error() naming the
-// file and line (malformed JSON, a line without a string "text", a \u0000 escape in a line).
+// file and line (see dsv3_jsonl_line_text for what a bad line is).
 int dsv3_doclist_read(dsv3_doclist *dl, const char *path);
 void dsv3_doclist_free(dsv3_doclist *dl);
+
+// One JSONL line (without its '\n'): 1 with *obj (cJSON_Delete it) and *text/*len = its string
+// field "text"; 0 for a blank line (spaces, tabs, CR only); -1 with dsv3_error() saying what is
+// wrong (no file/line prefix: the caller adds it): not JSON, trailing bytes after the object, not
+// an object with a string "text", or a \u0000 escape or raw NUL byte (cJSON would cut the text there).
+typedef struct cJSON cJSON;
+int dsv3_jsonl_line_text(const char *line, size_t len, cJSON **obj, const char **text, size_t *tlen);
 
 // ---------------------------------------------------------------------------------------------
 // Preparation

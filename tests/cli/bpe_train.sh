@@ -39,4 +39,14 @@ check "merges compress ($n tokens for ${#text} bytes)" test "$n" -lt $(( ${#text
 # special tokens in text are recognized with the trained ids
 ids=$(printf '<｜fim▁begin｜>x<｜fim▁end｜>' | "$D" tokenize --tokenizer "$tmp/a.json")
 check "added tokens encode to their ids ($ids)" test "${ids%% *}" = 601
+# edge cases: an empty input gives the 259 base tokens and no merges (a valid tokenizer), and
+# --min-frequency above every pair count stops before the first merge
+: > "$tmp/empty.txt"
+"$D" tokenizer train --vocab-size 400 --quiet --out "$tmp/e.json" "$tmp/empty.txt"
+check "empty input: valid tokenizer" test "$(printf 'ab' | "$D" tokenize --tokenizer "$tmp/e.json")" = "67 68"
+check "empty input: added tokens right after the 259 base ids" grep -q '{"id": 259, "content": "<｜fim▁hole｜>"' "$tmp/e.json"
+"$D" tokenizer train --vocab-size 600 --min-frequency 1000000 --quiet --out "$tmp/m.json" $FX/devil-sample.jsonl
+check "--min-frequency above all counts: no merges" test "$(sed -n '/"merges": \[$/{n;p;}' "$tmp/m.json")" = "    ]"
+check "without it there are merges" test "$(sed -n '/"merges": \[$/{n;p;}' "$tmp/a.json")" != "    ]"
+check "--min-frequency above all counts: 259 tokens" grep -q '{"id": 259, "content": "<｜fim▁hole｜>"' "$tmp/m.json"
 finish

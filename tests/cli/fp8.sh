@@ -15,6 +15,9 @@ expect_exit 2 "unknown option" "$D" fp8 cast --format e4m3 --round-up </dev/null
 expect_exit 2 "study bad --k" "$D" fp8 study --k 12x
 expect_exit 2 "study nc not a multiple of the group" "$D" fp8 study --k 256 --nc 48
 expect_exit 2 "study bad dist" "$D" fp8 study --dist cauchy
+# a group that does not divide the default intervals: the message says so instead of blaming an --nc never given
+err=$("$D" fp8 study --group 64 2>&1 >/dev/null)
+check "default intervals vs --group explained" grep -q "default promotion intervals" <<<"$err"
 
 # bad line: exit 2, the message names the line, nothing on stdout
 out=$(printf '1.5\n2\nabc\n4\n' | "$D" fp8 cast --format e4m3 2>/tmp/fp8_cli_err.$$); rc=$?
@@ -23,6 +26,14 @@ check "bad line named" grep -q "line 3" /tmp/fp8_cli_err.$$
 check "no output on bad input" test -z "$out"
 printf '1\n\n' | "$D" fp8 cast --format e5m2 >/dev/null 2>/tmp/fp8_cli_err.$$
 check "empty line rejected with its number" grep -q "line 2" /tmp/fp8_cli_err.$$
+# hex floats are not decimal, with or without a sign; a NUL byte must not truncate the line to "1"
+for v in 0x10 -0x1p3 +0X10; do
+  expect_exit 2 "hex float '$v' rejected" bash -c "printf '%s\n' '$v' | \"\$0\" fp8 cast --format e4m3" "$D"
+done
+expect_exit 2 "NUL byte in a line rejected" bash -c "printf '1\0002\n' | \"\$0\" fp8 cast --format e4m3" "$D"
+# no trailing newline, CRLF and surrounding blanks are fine; nan/inf words are accepted
+got=$(printf ' 1.5 \r\n-inf\nNaN\n2' | "$D" fp8 cast --format e5m2)
+check "CRLF, blanks, inf/nan words, last line without newline" test "$got" == $'0x3e 1.5\n0xfc -inf\n0x7f nan\n0x40 2'
 rm -f /tmp/fp8_cli_err.$$
 
 # E4M3: ml_dtypes codes 29 195 1 121 128 for 0.1 -2.75 1e-3 300 -0; 464 ties to 448; 470 overflows to NaN

@@ -47,4 +47,7 @@ bad_config tests/fixtures/bad/config-wrong-type.json "num_attention_heads"
 bad_config tests/fixtures/bad/config-truncated.json "malformed JSON"
 bad_config tests/fixtures/bad/config-groups.json "n_routed_experts"
 bad_config tests/fixtures/bad/config-negative-eps.json "rms_norm_eps"
+# dimensions whose buffer sizes would overflow: refused by the reader, naming the field
+sed 's/"hidden_size": [0-9]*/"hidden_size": 1073741824/' configs/nano.json > "$tmp/huge-d.json"
+bad_config "$tmp/huge-d.json" "'hidden_size'"
 finish

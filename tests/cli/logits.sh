@@ -31,6 +31,12 @@ expect_exit 2 "trailing comma" "$DSV3" logits --model "$A" --ids 5, --out "$OUT"
 expect_exit 2 "--mtp without MTP layer" "$DSV3" logits --model "$A" --ids 5,6 --mtp --out "$OUT"
 expect_exit 2 "--mtp with one token" "$DSV3" logits --model "$G" --ids 5 --mtp --out "$OUT"
 check "nothing written after bad ids" test ! -e "$OUT"
+# a config whose hidden_size would overflow buffer sizes: exit 2 naming the file and field, nothing written
+mkdir -p "$TMP/huge" && ln -s "$PWD/$A/model.safetensors" "$TMP/huge/model.safetensors"
+sed 's/"hidden_size": [0-9]*/"hidden_size": 1073741824/' "$A/config.json" > "$TMP/huge/config.json"
+expect_exit 2 "huge hidden_size" "$DSV3" logits --model "$TMP/huge" --ids 1,2 --out "$OUT"
+check "huge hidden_size message" bash -c '"$0" logits --model "$1" --ids 1,2 --out "$2" 2>&1 | grep -q "huge/config.json: field .hidden_size."' "$DSV3" "$TMP/huge" "$OUT"
+check "nothing written after huge config" test ! -e "$OUT"
 
 # npy layout: 10-byte preamble + header padded to a multiple of 64, then T*V float32
 npy_ok() { # FILE T V

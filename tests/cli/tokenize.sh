@@ -25,6 +25,18 @@ check "CRLF text round trip" cmp -s "$T/crlf.txt" "$T/crlf.out"
 printf '{"text":"Hello, world!"}\n{"text":""}\n\n{"text":"hello world","id":3}\n' > "$T/in.jsonl"
 check "--jsonl" test "$("$DSV3" tokenize --jsonl < "$T/in.jsonl")" = "$(printf '[19923,14,2058,3]\n[]\n[33310,2058]')"
 check "--jsonl --bos" test "$(printf '{"text":"hello world"}\n' | "$DSV3" tokenize --jsonl --bos)" = "[0,33310,2058]"
+# CRLF line ends and whitespace-only lines (blank) are accepted, as in `data prepare`
+check "--jsonl CRLF + blank lines" test "$(printf '{"text":"hello world"}\r\n \t\r\n{"text":"Hello, world!"} \r\n' | "$DSV3" tokenize --jsonl)" = "$(printf '[33310,2058]\n[19923,14,2058,3]')"
+# two objects on one line: an error, not a silently dropped second text
+expect_exit 2 "--jsonl two objects on a line" bash -c "printf '{\"text\":\"a\"}{\"text\":\"b\"}\n' | \"$DSV3\" tokenize --jsonl"
+expect_exit 2 "--jsonl \\u0000" bash -c "printf '{\"text\":\"a\\\\u0000b\"}\n' | \"$DSV3\" tokenize --jsonl"
+expect_exit 2 "--jsonl raw NUL byte" bash -c "printf '{\"text\":\"a\\0b\"}\n' | \"$DSV3\" tokenize --jsonl"
+# a write error on stdout (here mid-output, /dev/full) is reported, exit 1
+if [ -w /dev/full ]; then
+  head -c 200000 "$T/rand.bin" | base64 -w 100 | sed 's/.*/{"text":"&"}/' > "$T/big.jsonl"
+  check "--jsonl write error reported" bash -c "\"$DSV3\" tokenize --jsonl < '$T/big.jsonl' 2>&1 >/dev/full | grep -q 'write error'"
+  expect_exit 1 "--jsonl write error exit 1" bash -c "\"$DSV3\" tokenize --jsonl < '$T/big.jsonl' > /dev/full"
+fi
 # errors: exit 2 with a message
 expect_exit 2 "bad jsonl line" bash -c "printf '{\"text\":\"ok\"}\nnot json\n' | \"$DSV3\" tokenize --jsonl"
 check "bad jsonl names the line" bash -c "printf '{\"text\":\"ok\"}\n{\"txt\":1}\n' | \"$DSV3\" tokenize --jsonl 2>&1 >/dev/null | grep -q 'line 2'"

@@ -118,7 +118,10 @@ def rope_tables(c, T):
         def corr(n):
             return dim * math.log(orig / (n * 2 * math.pi)) / (2 * math.log(r["theta"]))
 
-        lo, hi = max(math.floor(corr(bf)), 0), min(math.ceil(corr(bs)), dim - 1)
+        if r.get("truncate", True):
+            lo, hi = max(math.floor(corr(bf)), 0), min(math.ceil(corr(bs)), dim - 1)
+        else:
+            lo, hi = max(corr(bf), 0), min(corr(bs), dim - 1)
         if lo == hi:
             hi += 0.001
         ramp = ((i - lo) / (hi - lo)).clamp(0, 1)
@@ -136,9 +139,10 @@ def rope_tables(c, T):
     return torch.cos(ang) * att, torch.sin(ang) * att, inv, mscale_sq
 
 
-def rope_interleaved(x, cos, sin):
-    """x [..., T, dim]: pairs (x[2i], x[2i+1]) rotate by angle i (DeepSeek layout), output in the same layout."""
-    if "rope_rotate_half" in MUT:
+def rope_interleaved(x, cos, sin, halfsplit=False):
+    """x [..., T, dim]: pairs (x[2i], x[2i+1]) rotate by angle i (DeepSeek layout), output in the same layout.
+    halfsplit (rope_interleave false): pairs (x[i], x[i + dim/2]), HF's plain rotate_half."""
+    if halfsplit != ("rope_rotate_half" in MUT):
         h = x.shape[-1] // 2
         a, b = x[..., :h], x[..., h:]
         return torch.cat([a * cos - b * sin, a * sin + b * cos], -1)
@@ -159,23 +163,26 @@ def attention(x, W, p, c, cos, sin, mscale_sq):
     T = x.shape[0]
     nH, dn, dr, dv = c["num_attention_heads"], c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"]
     qkv_eps = c["rms_norm_eps"] if "qkv_norm_config_eps" in MUT else 1e-6
+    bias = lambda n: W.get(p + n + ".bias", 0.0)  # attention_bias: q_a, kv_a, o (absent: 0)
     if c.get("q_lora_rank"):
-        q = rmsnorm(x @ W[p + "q_a_proj.weight"].T, W[p + "q_a_layernorm.weight"], qkv_eps) @ W[p + "q_b_proj.weight"].T
+        q = rmsnorm(x @ W[p + "q_a_proj.weight"].T + bias("q_a_proj"), W[p + "q_a_layernorm.weight"], qkv_eps) \
+            @ W[p + "q_b_proj.weight"].T
     else:
         q = x @ W[p + "q_proj.weight"].T
     q = q.view(T, nH, dn + dr).transpose(0, 1)
-    kv = x @ W[p + "kv_a_proj_with_mqa.weight"].T
+    kv = x @ W[p + "kv_a_proj_with_mqa.weight"].T + bias("kv_a_proj_with_mqa")
     ckv, kpe = kv[:, : c["kv_lora_rank"]], kv[:, c["kv_lora_rank"]:]
     ckv = rmsnorm(ckv, W[p + "kv_a_layernorm.weight"], qkv_eps)  # q_a/kv_a norms: eps 1e-6 always
     kvb = (ckv @ W[p + "kv_b_proj.weight"].T).view(T, nH, dn + dv).transpose(0, 1)
     k_nope, v = kvb[..., :dn], kvb[..., dn:]
-    q_pe = rope_interleaved(q[..., dn:], cos, sin)
-    k_pe = rope_interleaved(kpe, cos, sin)[None].expand(nH, T, dr)
+    half = c["model_type"] == "deepseek_v3" and not c.get("rope_interleave", True)
+    q_pe = rope_interleaved(q[..., dn:], cos, sin, half)
+    k_pe = rope_interleaved(kpe, cos, sin, half)[None].expand(nH, T, dr)
     scale = (dn + dr) ** -0.5 * mscale_sq
     s = (q[..., :dn] @ k_nope.transpose(1, 2) + q_pe @ k_pe.transpose(1, 2)) * scale
     s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
     o = torch.softmax(s, -1) @ v  # [nH, T, dv]
-    return o.transpose(0, 1).reshape(T, nH * dv) @ W[p + "o_proj.weight"].T
+    return o.transpose(0, 1).reshape(T, nH * dv) @ W[p + "o_proj.weight"].T + bias("o_proj")
 
 
 def route(x, W, p, c):
@@ -239,9 +246,10 @@ def layer(h, W, i, c, cos, sin, msq, routing):
 def check_case(d, tol_a=1e-5, tol_r=1e-4):
     c = read_config(d)
     assert c["model_type"] in ("deepseek_v3", "deepseek_v2"), c["model_type"]
-    if c["model_type"] == "deepseek_v3":
-        assert c.get("rope_interleave", True), "rope_interleave false not handled here"
     W = read_weights(d, c)
+    if c.get("tie_word_embeddings"):
+        assert "lm_head.weight" not in W
+        W["lm_head.weight"] = W["model.embed_tokens.weight"]
     exp = load_file(os.path.join(d, "expected.safetensors"))
     ids = exp["input_ids"].long()
     T = ids.shape[0]

@@ -108,6 +108,12 @@ CASES = {
     "g_mtp": dict(
         seed=7000, arch="v3", spelling="v5", layout="single", bias="pos", mtp=True,
         cfg=with_(BASE, vocab_size=256, moe_intermediate_size=8, num_hidden_layers=2, num_nextn_predict_layers=1)),
+    # paths no other case takes: attention biases (q_a/kv_a/o), half-split rope (rope_interleave false),
+    # tied embedding/head, yarn "truncate": false and an explicit "attention_factor"
+    "i_bias_halfsplit_tied": dict(
+        seed=9000, arch="v3", spelling="v5", layout="single", bias="pos",
+        cfg=with_(BASE, attention_bias=True, rope_interleave=False, tie_word_embeddings=True, vocab_size=256,
+                  moe_intermediate_size=8, rope_scaling=with_(YARN, truncate=False, attention_factor=0.8))),
     "h_bf16": dict(
         seed=1001, arch="v3", spelling="v4", layout="bf16", bias="pos", same_as="a_sigmoid_groups_yarn",
         cfg=dict(BASE)),
@@ -378,7 +384,9 @@ def fuse_split(sd_split, fused_template):
 
 def expected_keys(cfg, arch, fused, with_bias):
     """The exact tensor names HF should save (asserted against what it did save)."""
-    keys = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
+    keys = {"model.embed_tokens.weight", "model.norm.weight"}
+    if not cfg.tie_word_embeddings:  # a tied head is not saved
+        keys.add("lm_head.weight")
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         keys |= {p + "input_layernorm.weight", p + "post_attention_layernorm.weight"}
@@ -389,6 +397,10 @@ def expected_keys(cfg, arch, fused, with_bias):
             keys |= {a + "q_a_proj.weight", a + "q_a_layernorm.weight", a + "q_b_proj.weight"}
         keys |= {a + "kv_a_proj_with_mqa.weight", a + "kv_a_layernorm.weight", a + "kv_b_proj.weight",
                  a + "o_proj.weight"}
+        if cfg.attention_bias:  # q_proj never has one
+            keys |= {a + "kv_a_proj_with_mqa.bias", a + "o_proj.bias"}
+            if cfg.q_lora_rank is not None:
+                keys.add(a + "q_a_proj.bias")
         m = p + "mlp."
         if i < cfg.first_k_dense_replace:
             keys |= {m + "gate_proj.weight", m + "up_proj.weight", m + "down_proj.weight"}

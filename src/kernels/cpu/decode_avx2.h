@@ -17,7 +17,7 @@ static inline __m256i dsv3_tail_mask_avx2(int n) {
 // e4m3 / 256 (normals and subnormals alike: both formats' exponent fields line up with a bias
 // difference of 8), so callers multiply by 256 * scale. The NaN codes S.1111.111 would come out as
 // ±1.875 (±480 after scaling); they are mapped to fp16 NaN so that a NaN weight propagates as in
-// the scalar reference (cost: 3 integer ops per 8 weights, measured in docs/PERF.md).
+// the scalar reference (cost: 3 integer ops per 8 weights).
 static inline __m128i dsv3_e4m3x8_to_f16bits(__m128i bytes_lo64) {
     __m128i h = _mm_cvtepi8_epi16(bytes_lo64);
     h = _mm_and_si128(_mm_slli_epi16(h, 7), _mm_set1_epi16((short)0xBFFF));

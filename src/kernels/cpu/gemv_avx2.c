@@ -11,10 +11,12 @@
 //     value is exactly e4m3 * 2^-120 (normals and subnormals alike: the exponent field lines up
 //     with a bias difference of 120, and e4m3 subnormals become fp32 subnormals, exact; no
 //     conversion instruction, about 18 uops per 32 weights; measured 46% faster in L1 than an
-//     fp16 + F16C decode). The 2^120 is split: 2^k (normally k = 64) is folded, with the block
-//     scale, into the permuted x copy (x * scale * 2^k per column; k is lowered for huge |x|, so
-//     that copy cannot overflow) and 2^(120 - k) multiplies each finished row sum. Products
-//     below 2^-70 of the result's units flush through fp32 subnormals (absolute error < 2^-94).
+//     fp16 + F16C decode). The 2^120 is split: 2^k is folded, with the block
+//     scale, into the permuted x copy (x * scale * 2^k per column, k chosen per x row so that the
+//     largest |x * scale| * 2^k is in [2^125, 2^126): the copy cannot overflow, and tiny
+//     activations do not flush through fp32 subnormals) and 2^(120 - k) multiplies each finished
+//     row sum. A product x * scale * e4m3 can flush only if below 2^-131 * max |x * scale| (below
+//     2^-133 when k is capped at 127), far below the fp32 rounding of the row sum.
 //     NaN codes (S.1111.111) are tracked with a byte max and give NaN rows, as in the reference.
 //   F16: F16C directly; F32: plain loads.
 // Columns past the last full 32 (E4M3) / 16 (BF16) group use an 8-wide path on natural-order x.
@@ -59,8 +61,11 @@ static float prep_x(dsv3_dtype t, const float *x, int cols, int cmain, const flo
         float m[8];
         _mm256_storeu_ps(m, amax);
         for (int i = 0; i < 8; i++) if (m[i] > amax1) amax1 = m[i];
-        int k = 64; // |x * s| * 2^k must stay below 2^126
-        if (amax1 > 0.0f && isfinite(amax1) && 125 - ilogbf(amax1) < k) k = 125 - ilogbf(amax1);
+        // The largest |x * s| * 2^k lands in [2^125, 2^126): no overflow (products with the decoded
+        // weights stay below 2^15), and small activations keep their bits instead of flushing
+        // through fp32 subnormals. k <= 127 keeps 2^k finite; 2^(120 - k) >= 2^-7 is exact.
+        int k = 64;
+        if (amax1 > 0.0f && isfinite(amax1)) k = 125 - ilogbf(amax1) < 127 ? 125 - ilogbf(amax1) : 127;
         float up = ldexpf(1.0f, k);
         finish = ldexpf(1.0f, 120 - k);
         __m256 upv = _mm256_set1_ps(up);

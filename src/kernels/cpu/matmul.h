@@ -22,7 +22,8 @@ void dsv3_mat_row_f32(const dsv3_mat *w, int r, float *out);
 
 // Instruction-set paths of dsv3_matmul. The default is the best one this CPU supports, picked at
 // the first call (AVX2+FMA+F16C if present, else portable scalar C); the environment variable
-// DSV3_NO_SIMD=1 forces the scalar path. There is no AVX-512 path.
+// DSV3_NO_SIMD=1 forces the scalar path. There is no AVX-512 path. The scalar path can only run on
+// a CPU without AVX2 if the build does not use -march=native (the Makefile default): `make OPT=-O2`.
 typedef enum { DSV3_ISA_SCALAR = 0, DSV3_ISA_AVX2 = 1 } dsv3_isa;
 // Force a path (tests, benchmarks). Returns 0, or -1 (message set) if this CPU lacks the ISA.
 int dsv3_matmul_set_isa(dsv3_isa isa);
