@@ -70,16 +70,26 @@ int dsv3_writer_open(dsv3_writer *w, const char *path) {
 
 int dsv3_writer_write(dsv3_writer *w, const void *buf, size_t n) {
     if (w->failed) return -1;
-    if (n && fwrite(buf, 1, n, w->f) != n) { w->failed = 1; return dsv3_errorf("%s: write failed", w->path ? w->path : "stdout"); }
+    if (n && fwrite(buf, 1, n, w->f) != n) {
+        w->failed = 1;
+        return dsv3_errorf("%s: write failed: %s", w->path ? w->path : "stdout", strerror(errno));
+    }
     return 0;
 }
 
 int dsv3_writer_commit(dsv3_writer *w) {
-    if (!w->path) { int r = fflush(w->f) == 0 && !w->failed ? 0 : -1; memset(w, 0, sizeof *w); return r; }
-    int bad = w->failed | (fclose(w->f) != 0);
+    if (!w->path) { // stdout
+        int r = w->failed ? -1 : 0;
+        if (fflush(w->f) != 0 && !w->failed) r = dsv3_errorf("stdout: write failed: %s", strerror(errno));
+        memset(w, 0, sizeof *w);
+        return r;
+    }
+    int bad = w->failed, close_err = 0;
+    if (fclose(w->f) != 0) bad = 1, close_err = errno;
     w->f = NULL;
     if (!bad && rename(w->tmp, w->path) != 0) bad = 1, dsv3_errorf("%s: cannot rename into place: %s", w->path, strerror(errno));
-    else if (bad) dsv3_errorf("%s: write failed", w->path);
+    else if (bad && !w->failed) dsv3_errorf("%s: write failed: %s", w->path, strerror(close_err));
+    // (a failed write already recorded its own message with the OS reason)
     if (bad) unlink(w->tmp);
     free(w->path); free(w->tmp);
     memset(w, 0, sizeof *w);
