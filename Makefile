@@ -18,7 +18,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_HELPERS := $(wildcard tests/util/*.c)
 TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(BUILD)/%.o)
 
-.PHONY: all test sanitize clean fixtures setup run bench
+.PHONY: all test sanitize clean fixtures setup run bench fuzz-smoke
 all: $(DSV3_BIN) $(TEST_BIN)
 
 $(BUILD)/%.o: %.c
@@ -58,10 +58,22 @@ bench:
 	bash bench/forward_bench.sh
 	bash bench/tokenizer_bench.sh
 	bash bench/fp8_study.sh
+	bash bench/train_bench.sh
+
+# The training-step bench binary (bench/train_bench.sh builds it into its own BUILD dir).
+$(BUILD)/bench/train_bench: bench/train_bench.c $(BUILD)/libdsv3.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libdsv3.a $(LDLIBS)
+
+# libFuzzer + ASan/UBSan harnesses of every parser, 20 s each (needs clang; never part of make test).
+# Prints executions and crashes per harness; docs/RELIABILITY.md has the longer runs.
+fuzz-smoke: $(DSV3_BIN)
+	DSV3=./$(DSV3_BIN) bash fuzz/run.sh 20
 
 # Regenerate the oracle fixtures (needs torch + transformers: pip install -r tools/ref/requirements.txt).
 fixtures:
 	python3 tools/ref/make_model_fixtures.py --out tests/fixtures/model
+	python3 tools/ref/make_grad_fixtures.py --out tests/fixtures/grad
 
 clean:
 	rm -rf build dsv3

@@ -3,6 +3,7 @@
 //   dsv3 fp8 study [--k K] [--nc N] [--m M --n N] ...     the accumulation-precision study (docs/FP8.md)
 #include "commands.h"
 #include "core/error.h"
+#include "core/fileio.h"
 #include "numerics/fp8.h"
 #include "numerics/fp8_gemm.h"
 #include <errno.h>
@@ -25,7 +26,9 @@ static const char *k_cast_usage =
     "become inf (e5m2, e5m6) or NaN (e4m3, which has no inf), like torch/ml_dtypes casts; --saturate\n"
     "clamps them to the largest finite value (448, 57344, 65024), as quantizers do.\n"
     "E5M6 codes are 12 bits (sign, 5 exponent bits with bias 15, 6 mantissa bits; see docs/FP8.md).\n"
-    "Exit status: 0 ok, 2 bad usage or a line that is not a number (the message names the line).\n";
+    "Lines are at most 4096 bytes, at most 2^28 values per run.\n"
+    "Exit status: 0 ok, 1 stdout could not be written, 2 bad usage or a line that is not a number (the\n"
+    "message names the line; nothing is printed).\n";
 
 static const char *k_study_usage =
     "usage: dsv3 fp8 study [--k K] [--nc N] [--m M] [--n N] [--seed S] [--dist normal|uniform]\n"
@@ -44,7 +47,12 @@ static const char *k_study_usage =
     "  --dist D       normal: N(0,1) entries (default); uniform: U(0,1) entries (no cancellation)\n"
     "  --scale F      ue8m0: power-of-two scales (default); amax: amax/448 scales\n"
     "  --bits B       accumulator bits (default 14); --group G products per alignment (default 32)\n"
-    "  --round R      dropped bits: floor (two's complement sign-fill shift, default) or zero\n";
+    "  --round R      dropped bits: floor (two's complement sign-fill shift, default) or zero\n"
+    "One (M, N, K) cell may use at most 2 GiB of working memory ((M+N)·K·5 + M·N·20 bytes): larger\n"
+    "sizes are refused up front (exit 2). Exit status: 1 when stdout cannot be written.\n";
+
+#define CAST_MAX_LINE 4096          // bytes per input line
+#define CAST_MAX_VALUES (1 << 28)   // values per run (1 GiB of floats held before printing)
 
 static int parse_int(const char *cmd, const char *opt, const char *v, long lo, long hi, long *out) {
     char *end;
@@ -75,22 +83,26 @@ static int cmd_cast(int argc, char **argv) {
     // Parse everything first: a bad line gives exit 2 and no output at all.
     size_t n = 0, cap = 1024;
     float *vals = dsv3_malloc(cap * sizeof(float));
-    char *line = NULL;
-    size_t lcap = 0;
-    ssize_t len;
+    char line[CAST_MAX_LINE + 1];
     long lineno = 0;
-    while ((len = getline(&line, &lcap, stdin)) >= 0) {
+    int rc = 0;
+    for (;;) {
+        size_t len = 0;
+        int ch = 0, nul = 0, too_long = 0;
+        while ((ch = getc_unlocked(stdin)) != EOF && ch != '\n') {
+            if (ch == 0) nul = 1;
+            if (len < CAST_MAX_LINE) line[len++] = (char)ch;
+            else too_long = 1;
+        }
+        if (ch == EOF && len == 0 && !too_long) break; // no final line
         lineno++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
-            line[--len] = 0;
+        line[len] = 0;
+        if (too_long) { rc = dsv3_errorf("stdin line %ld: longer than %d bytes (expected one number)", lineno, CAST_MAX_LINE); break; }
+        // strtof would stop at a NUL and accept the prefix
+        if (nul) { rc = dsv3_errorf("stdin line %ld: expected a decimal number, found a NUL byte", lineno); break; }
+        while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t')) line[--len] = 0;
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
-        if (strlen(line) != (size_t)len) { // strtof would stop at the NUL and accept the prefix
-            dsv3_errorf("stdin line %ld: expected a decimal number, found a NUL byte", lineno);
-            free(vals);
-            free(line);
-            return cli_bad_input();
-        }
         char *end;
         errno = 0;
         float v = strtof(p, &end);
@@ -98,21 +110,24 @@ static int cmd_cast(int argc, char **argv) {
         // strtof also reads hex floats ("0x1p3", "-0x10"): not decimal, rejected.
         const char *digits = p + (*p == '+' || *p == '-');
         if (*p == 0 || *end != 0 || (digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X'))) {
-            dsv3_errorf("stdin line %ld: expected a decimal number, found '%.60s'", lineno, p);
-            free(vals);
-            free(line);
-            return cli_bad_input();
+            char esc[256];
+            rc = dsv3_errorf("stdin line %ld: expected a decimal number, found '%s'", lineno,
+                             cli_escape(esc, sizeof esc, p, strlen(p), 60));
+            break;
         }
+        if (n == CAST_MAX_VALUES) { rc = dsv3_errorf("stdin: more than %d values (the limit of one run)", CAST_MAX_VALUES); break; }
         if (n == cap) vals = dsv3_realloc(vals, (cap *= 2) * sizeof(float));
         vals[n++] = v;
+        if (ch == EOF) break;
     }
-    free(line);
-    for (size_t i = 0; i < n; i++) {
+    if (rc == 0 && ferror(stdin)) rc = dsv3_errorf("stdin: read error: %s", strerror(errno));
+    if (rc != 0) { free(vals); return cli_bad_input(); }
+    for (size_t i = 0; i < n && !ferror(stdout); i++) {
         uint32_t c = dsv3_fp8_encode(fmt, vals[i], pol);
         printf(fmt == DSV3_FMT_E5M6 ? "0x%03x %.9g\n" : "0x%02x %.9g\n", c, (double)dsv3_fp8_decode(fmt, c));
     }
     free(vals);
-    return 0;
+    return cli_stdout_done(cmd, 0);
 }
 
 static int cmd_study(int argc, char **argv) {
@@ -161,6 +176,8 @@ static int cmd_study(int argc, char **argv) {
                 ? cli_usage_error(cmd, "--nc %d must be a multiple of the group size %d", ncs[j], cfg.group)
                 : cli_usage_error(cmd, "the default promotion intervals 32 64 128 256 need a group size dividing 32 "
                                        "(found --group %d): pass one --nc that is a multiple of it", cfg.group);
+    for (int i = 0; i < nks; i++)
+        if (dsv3_fp8_study_check(&cfg, ks[i]) != 0) return cli_bad_input();
     printf("# FP8 GEMM accumulation study: M=%d N=%d, E4M3 inputs %s, %s scales (1x128 A, 128x128 B),\n"
            "# accumulator %d bits aligned per %d products, dropped bits rounded %s, seed %llu;\n"
            "# errors vs an fp64 GEMM of the dequantized inputs\n",
@@ -179,9 +196,12 @@ static int cmd_study(int argc, char **argv) {
             printf("%7d %6s %12.4e %12.4e %12.4e %12.4e\n", rows[j].K, ncname, rows[j].max_rel, rows[j].mean_rel,
                    rows[j].max_nrm, rows[j].mean_nrm);
         }
-        fflush(stdout);
+        if (dsv3_stdout_flush() != 0) { // stop at the first failed write
+            fprintf(stderr, "dsv3 %s: %s\n", cmd, dsv3_error());
+            return 1;
+        }
     }
-    return 0;
+    return cli_stdout_done(cmd, 0);
 }
 
 int cmd_fp8(int argc, char **argv) {

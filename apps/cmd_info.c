@@ -26,16 +26,17 @@ static void usage(FILE *f) {
             "attended position (MLA computed without weight absorption).\n");
 }
 
-static void fmt_count(char *buf, size_t n, double v, const char *unit) {
+static void fmt_count(char *buf, size_t n, dsv3_count c, const char *unit) {
+    const double v = (double)c;
     if (v >= 1e9) snprintf(buf, n, "%.2f B%s", v / 1e9, unit);
     else if (v >= 1e6) snprintf(buf, n, "%.2f M%s", v / 1e6, unit);
     else if (v >= 1e3) snprintf(buf, n, "%.2f K%s", v / 1e3, unit);
     else snprintf(buf, n, "%.0f %s", v, unit);
 }
 
-static void fmt_exact(char *buf, size_t n, double v) { // 671026419200 -> 671,026,419,200
-    char raw[64];
-    snprintf(raw, sizeof raw, "%.0f", v);
+static void fmt_exact(char *buf, size_t n, dsv3_count v) { // 671026419200 -> 671,026,419,200
+    char raw[48];
+    dsv3_count_str(raw, sizeof raw, v);
     size_t len = strlen(raw), j = 0;
     for (size_t i = 0; i < len && j + 2 < n; i++) {
         if (i && (len - i) % 3 == 0) buf[j++] = ',';
@@ -44,26 +45,27 @@ static void fmt_exact(char *buf, size_t n, double v) { // 671026419200 -> 671,02
     buf[j] = 0;
 }
 
-static void row_params(const char *label, double v) {
+static void row_params(const char *label, dsv3_count v) {
     char a[64], b[64];
     fmt_count(a, sizeof a, v, "");
     fmt_exact(b, sizeof b, v);
     printf("  %-30s %14s   (%s)\n", label, a, b);
 }
 
-static void row_bytes(const char *label, double v) {
+static void row_bytes(const char *label, dsv3_count c) {
     char b[64];
-    fmt_exact(b, sizeof b, v);
+    fmt_exact(b, sizeof b, c);
     char a[64];
+    const double v = (double)c;
     if (v >= 1e9) snprintf(a, sizeof a, "%.2f GB", v / 1e9);
     else if (v >= 1e6) snprintf(a, sizeof a, "%.2f MB", v / 1e6);
     else snprintf(a, sizeof a, "%.2f KB", v / 1e3);
     printf("  %-30s %14s   (%s bytes)\n", label, a, b);
 }
 
-static void row_flops(const char *label, double v) {
+static void row_flops(const char *label, dsv3_count v) {
     char a[64];
-    snprintf(a, sizeof a, "%.2f GFLOP", v / 1e9);
+    snprintf(a, sizeof a, "%.2f GFLOP", (double)v / 1e9);
     printf("  %-30s %14s\n", label, a);
 }
 
@@ -92,7 +94,9 @@ int cmd_info(int argc, char **argv) {
     dsv3_counts k;
     dsv3_config_counts(&c, &k);
     const int L = c.num_hidden_layers, dense = c.n_routed_experts > 0 ? (c.first_k_dense_replace < L ? c.first_k_dense_replace : L) : L;
-    const double attn_at_ctx = k.attn_flops_per_ctx_token * (double)ctx;
+    const dsv3_count attn_at_ctx = k.attn_flops_per_ctx_token * (dsv3_count)ctx;
+    char n1[48], n2[48], n3[48], n4[48], n5[48], n6[48]; // exact decimal counts for --json
+#define N(buf, v) dsv3_count_str(buf, sizeof buf, v)
 
     if (json) {
         printf("{\"config\": \"");
@@ -103,19 +107,20 @@ int cmd_info(int argc, char **argv) {
         }
         printf("\", \"model_type\": \"%s\", \"num_hidden_layers\": %d, \"dense_layers\": %d, \"moe_layers\": %d, "
                "\"mtp_layers\": %d,\n", c.model_type, L, dense, L - dense, c.num_nextn_predict_layers);
-        printf(" \"total_params\": %.0f, \"active_params\": %.0f, \"mtp_params\": %.0f, \"mtp_active_params\": %.0f,\n",
-               k.total_params, k.active_params, k.mtp_params, k.mtp_active_params);
-        printf(" \"embed_params\": %.0f, \"head_params\": %.0f, \"attn_params_per_layer\": %.0f, "
-               "\"dense_ffn_params_per_layer\": %.0f, \"expert_params\": %.0f, \"moe_ffn_params_per_layer\": %.0f,\n",
-               k.embed_params, k.head_params, k.attn_params_per_layer, k.dense_ffn_params_per_layer, k.expert_params,
-               k.moe_ffn_params_per_layer);
-        printf(" \"kv_bytes_per_token\": %.0f, \"mha_kv_bytes_per_token\": %.0f,\n", k.kv_bytes_per_token, k.mha_kv_bytes_per_token);
-        printf(" \"active_matmul_params\": %.0f, \"flops_per_token\": %.0f, \"attn_flops_per_ctx_token\": %.0f, "
-               "\"ctx\": %ld, \"flops_per_token_at_ctx\": %.0f,\n \"weight_bytes_bf16\": %.0f, \"kv_bytes_at_ctx\": %.0f}\n",
-               k.active_matmul_params, k.flops_per_token, k.attn_flops_per_ctx_token, ctx, k.flops_per_token + attn_at_ctx,
-               2 * k.total_params, k.kv_bytes_per_token * (double)ctx);
+        printf(" \"total_params\": %s, \"active_params\": %s, \"mtp_params\": %s, \"mtp_active_params\": %s,\n",
+               N(n1, k.total_params), N(n2, k.active_params), N(n3, k.mtp_params), N(n4, k.mtp_active_params));
+        printf(" \"embed_params\": %s, \"head_params\": %s, \"attn_params_per_layer\": %s, "
+               "\"dense_ffn_params_per_layer\": %s, \"expert_params\": %s, \"moe_ffn_params_per_layer\": %s,\n",
+               N(n1, k.embed_params), N(n2, k.head_params), N(n3, k.attn_params_per_layer), N(n4, k.dense_ffn_params_per_layer),
+               N(n5, k.expert_params), N(n6, k.moe_ffn_params_per_layer));
+        printf(" \"kv_bytes_per_token\": %s, \"mha_kv_bytes_per_token\": %s,\n", N(n1, k.kv_bytes_per_token),
+               N(n2, k.mha_kv_bytes_per_token));
+        printf(" \"active_matmul_params\": %s, \"flops_per_token\": %s, \"attn_flops_per_ctx_token\": %s, ",
+               N(n1, k.active_matmul_params), N(n2, k.flops_per_token), N(n3, k.attn_flops_per_ctx_token));
+        printf("\"ctx\": %ld, \"flops_per_token_at_ctx\": %s,\n \"weight_bytes_bf16\": %s, \"kv_bytes_at_ctx\": %s}\n", ctx,
+               N(n1, k.flops_per_token + attn_at_ctx), N(n2, 2 * k.total_params), N(n3, k.kv_bytes_per_token * (dsv3_count)ctx));
         free(owned);
-        return 0;
+        return cli_stdout_done("info", 0);
     }
 
     printf("%s (%s)\n", cfg_path, c.model_type);
@@ -145,12 +150,13 @@ int cmd_info(int argc, char **argv) {
     printf("memory\n");
     row_bytes("weights in bf16 (no MTP)", 2 * k.total_params);
     snprintf(label, sizeof label, "MLA KV cache at ctx %ld", ctx);
-    row_bytes(label, k.kv_bytes_per_token * (double)ctx);
+    row_bytes(label, k.kv_bytes_per_token * (dsv3_count)ctx);
     printf("forward FLOPs per token\n");
     row_flops("matmuls (2 x active)", k.flops_per_token);
     snprintf(label, sizeof label, "+ attention at ctx %ld", ctx);
     row_flops(label, attn_at_ctx);
     row_flops("total at that ctx", k.flops_per_token + attn_at_ctx);
+#undef N
     free(owned);
-    return 0;
+    return cli_stdout_done("info", 0);
 }

@@ -1,60 +1,48 @@
 // dsv3 logits: exact fp32 forward of a token sequence; writes the logits (or MTP logits) as .npy.
 #include "commands.h"
 #include "core/error.h"
+#include "core/fileio.h"
+#include "core/ids.h"
 #include "core/npy.h"
+#include "model/config.h"
 #include "model/forward.h"
 #include "model/weights.h"
-#include <errno.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define MAX_IDS ((size_t)1 << 24)                  // ids accepted before the model is known
+#define MAX_LOGITS_BYTES ((uint64_t)4 << 30)       // T x vocab x 4 bytes of output held in memory
+
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: dsv3 logits --model DIR --ids I,J,... --out FILE.npy [--attn naive|absorb] [--mtp]\n"
-            "                   [--threads N]\n"
+            "usage: dsv3 logits --model DIR (--ids I,J,... | --ids-file FILE) --out FILE.npy\n"
+            "                   [--attn naive|absorb] [--mtp] [--threads N]\n"
             "\n"
             "Runs the fp32 forward pass of a DeepSeek-V3/V2 checkpoint (HF safetensors directory) over one\n"
             "token sequence at positions 0..T-1 and writes float32 logits [T, vocab] as a NumPy .npy file.\n"
             "\n"
             "  --model DIR     directory with config.json and *.safetensors\n"
-            "  --ids LIST      comma-separated token ids, each in [0, vocab_size)\n"
-            "  --out FILE      output .npy (written atomically; nothing is written on error)\n"
+            "  --ids LIST      token ids separated by commas (or whitespace), each in [0, vocab_size)\n"
+            "  --ids-file FILE the ids from a file ('-': stdin, at most 64 MiB): the same text form (commas\n"
+            "                  and/or whitespace, e.g. one id per line), or a .npy of int32/int64 with\n"
+            "                  shape (T,) or (1, T)\n"
+            "  --out FILE      output .npy (written atomically; nothing is written on error; '-': stdout)\n"
             "  --attn MODE     naive (per-head K/V) or absorb (latent cache, W_UK/W_UV folded; default)\n"
             "  --mtp           write the depth-1 MTP logits [T-1, vocab] instead (row i predicts token i+2);\n"
             "                  needs an MTP layer in the checkpoint and T >= 2\n"
             "  --threads N     OpenMP threads (default: all cores)\n"
             "\n"
-            "Exit status: 0 ok, 2 bad input (usage, ids, model directory).\n");
-}
-
-// Parse "5,17,300" into a new array. Returns the count, or -1 with a message.
-static int parse_ids(const char *s, int32_t **out) {
-    int cap = 16, n = 0;
-    int32_t *ids = dsv3_malloc(sizeof(int32_t) * cap);
-    const char *p = s;
-    if (!*p) { free(ids); return dsv3_errorf("--ids: empty list"); }
-    for (;;) {
-        if (*p < '0' || *p > '9') { free(ids); return dsv3_errorf("--ids: '%s' is not a list of non-negative integers (at position %d)", s, (int)(p - s)); }
-        errno = 0;
-        char *end;
-        long long v = strtoll(p, &end, 10);
-        if (errno || v > INT32_MAX) { free(ids); return dsv3_errorf("--ids: id at position %d is too large", (int)(p - s)); }
-        if (n == cap) { cap *= 2; ids = dsv3_realloc(ids, sizeof(int32_t) * cap); }
-        ids[n++] = (int32_t)v;
-        p = end;
-        if (*p == '\0') break;
-        if (*p != ',') { free(ids); return dsv3_errorf("--ids: unexpected '%c' at position %d in '%s'", *p, (int)(p - s), s); }
-        p++;
-    }
-    *out = ids;
-    return n;
+            "Limits, checked before any weight is read: T <= max_position_embeddings of the config, and the\n"
+            "logits output T x vocab_size x 4 bytes <= 4 GiB (e.g. T <= 8304 for DeepSeek-V3's 129,280).\n"
+            "Exit status: 0 ok, 1 the output could not be written, 2 bad input (usage, ids, model directory,\n"
+            "limits).\n");
 }
 
 int cmd_logits(int argc, char **argv) {
-    const char *model_dir = NULL, *ids_s = NULL, *out = NULL, *attn_s = "absorb";
+    const char *model_dir = NULL, *ids_s = NULL, *ids_file = NULL, *out = NULL, *attn_s = "absorb";
     int mtp = 0, threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -64,6 +52,7 @@ int cmd_logits(int argc, char **argv) {
         const char *v = argv[++i];
         if (!strcmp(a, "--model")) model_dir = v;
         else if (!strcmp(a, "--ids")) ids_s = v;
+        else if (!strcmp(a, "--ids-file")) ids_file = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--attn")) attn_s = v;
         else if (!strcmp(a, "--threads")) {
@@ -74,7 +63,8 @@ int cmd_logits(int argc, char **argv) {
         } else return cli_usage_error("logits", "unknown option '%s'", a);
     }
     if (!model_dir) return cli_usage_error("logits", "--model DIR is required");
-    if (!ids_s) return cli_usage_error("logits", "--ids is required");
+    if (!ids_s && !ids_file) return cli_usage_error("logits", "--ids or --ids-file is required");
+    if (ids_s && ids_file) return cli_usage_error("logits", "give --ids or --ids-file, not both");
     if (!out) return cli_usage_error("logits", "--out FILE is required");
     dsv3_attn_mode mode;
     if (!strcmp(attn_s, "naive")) mode = DSV3_ATTN_NAIVE;
@@ -83,8 +73,27 @@ int cmd_logits(int argc, char **argv) {
     if (threads) omp_set_num_threads(threads);
 
     int32_t *ids = NULL;
-    int T = parse_ids(ids_s, &ids);
-    if (T < 0) return cli_bad_input();
+    size_t nids = 0;
+    if (ids_file ? dsv3_ids_read_file(ids_file, MAX_IDS, &ids, &nids) : dsv3_ids_parse(ids_s, strlen(ids_s), "--ids", MAX_IDS, &ids, &nids))
+        return cli_bad_input();
+    const int T = (int)nids; // <= MAX_IDS
+
+    // Limits from the config alone, before the weights are mapped.
+    {
+        dsv3_config c;
+        char *cfg_path = dsv3_path_join(model_dir, "config.json");
+        int bad = dsv3_config_load(&c, cfg_path);
+        if (!bad && T > c.max_position_embeddings)
+            bad = dsv3_errorf("%s: %d token ids, more than the model context (max_position_embeddings %d in %s)",
+                              ids_file ? ids_file : "--ids", T, c.max_position_embeddings, cfg_path);
+        const uint64_t rows = (uint64_t)(mtp && T > 1 ? T - 1 : T), bytes = rows * (uint64_t)c.vocab_size * 4;
+        if (!bad && bytes > MAX_LOGITS_BYTES)
+            bad = dsv3_errorf("%s: logits [%llu, %d] would take %.2f GiB, above the %llu GiB limit (use fewer ids)",
+                              ids_file ? ids_file : "--ids", (unsigned long long)rows, c.vocab_size, bytes / 1073741824.0,
+                              (unsigned long long)(MAX_LOGITS_BYTES >> 30));
+        free(cfg_path);
+        if (bad) { free(ids); return cli_bad_input(); }
+    }
 
     dsv3_model m;
     if (dsv3_model_load(&m, model_dir) != 0) { free(ids); return cli_bad_input(); }
@@ -92,7 +101,8 @@ int cmd_logits(int argc, char **argv) {
     int rc = 0;
     for (int t = 0; t < T; t++)
         if (ids[t] >= c->vocab_size) {
-            dsv3_errorf("--ids: token id %d (position %d) is not below vocab_size %d of %s", ids[t], t, c->vocab_size, model_dir);
+            dsv3_errorf("%s: token id %d (position %d) is not below vocab_size %d of %s", ids_file ? ids_file : "--ids", ids[t], t,
+                        c->vocab_size, model_dir);
             rc = cli_bad_input();
             goto done;
         }
@@ -118,7 +128,7 @@ int cmd_logits(int argc, char **argv) {
         (mtp && dsv3_forward_mtp(&f, ids, T, hidden, &(dsv3_mtp_opts){.attn = mode, .depth = 1, .logits = logits}) != 0)) {
         rc = cli_bad_input();
     } else if (dsv3_npy_write_f32(out, logits, 2, shape) != 0) {
-        rc = cli_bad_input();
+        rc = cli_failure(); // the output could not be created or written (a full disk, /dev/full)
     } else {
         fprintf(stderr, "dsv3 logits: wrote %s [%lld, %d] (%s attention%s)\n", out, (long long)shape[0], V, attn_s,
                 mtp ? ", MTP depth 1" : "");

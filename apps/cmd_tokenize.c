@@ -26,9 +26,11 @@ static const char *TOKENIZE_HELP =
     "  --jsonl           each stdin line is a JSON object with a \"text\" string; each output line\n"
     "                    is the JSON array of its ids (blank lines are skipped). A bad line (not\n"
     "                    one JSON object, no string \"text\", a \\u0000 escape) is an error (exit 2)\n"
-    "                    naming its line number.\n"
+    "                    naming its line number, and nothing is printed: all lines are encoded\n"
+    "                    before the first is written.\n"
     "\n"
-    "Exit status: 0 ok, 2 bad input or usage.\n";
+    "stdin is read whole, at most 1 GiB (use `dsv3 data prepare` for a corpus).\n"
+    "Exit status: 0 ok, 1 stdout could not be written, 2 bad input or usage.\n";
 
 static const char *DETOKENIZE_HELP =
     "usage: dsv3 detokenize [--tokenizer FILE] [--skip-special]\n"
@@ -39,14 +41,17 @@ static const char *DETOKENIZE_HELP =
     "  --tokenizer FILE  HF tokenizer.json (default " DEFAULT_TOKENIZER ")\n"
     "  --skip-special    drop added tokens marked special (BOS, EOS, ...)\n"
     "\n"
-    "Exit status: 0 ok, 2 bad input (an id that is not a number or not in the vocabulary) or usage.\n";
+    "stdin is read whole, at most 1 GiB.\n"
+    "Exit status: 0 ok, 1 stdout could not be written, 2 bad input (an id that is not a number or not in\n"
+    "the vocabulary) or usage.\n";
 
-static int write_ids_line(FILE *f, const int32_t *ids, size_t n, int json) {
+#define MAX_INPUT ((size_t)1 << 30) // stdin is read whole: 1 GiB at most
+
+static void write_ids_line(FILE *f, const int32_t *ids, size_t n, int json) {
     if (json) fputc('[', f);
-    for (size_t i = 0; i < n; i++) fprintf(f, i ? (json ? ",%d" : " %d") : "%d", (int)ids[i]);
+    for (size_t i = 0; i < n && !ferror(f); i++) fprintf(f, i ? (json ? ",%d" : " %d") : "%d", (int)ids[i]);
     if (json) fputc(']', f);
     fputc('\n', f);
-    return ferror(f) ? -1 : 0;
 }
 
 int cmd_tokenize(int argc, char **argv) {
@@ -69,22 +74,27 @@ int cmd_tokenize(int argc, char **argv) {
     dsv3_tokenizer *t = dsv3_tokenizer_load(path);
     if (!t) return cli_bad_input();
     size_t len;
-    char *text = dsv3_read_file("-", &len);
+    char *text = dsv3_read_file_max("-", MAX_INPUT, "tokenize input (use data prepare for a corpus)", &len);
     if (!text) {
         dsv3_tokenizer_free(t);
         return cli_bad_input();
     }
-    int rc = 0, werr = 0; // werr: a write to stdout failed (reported once, below)
+    int rc = 0;
     int32_t *ids = NULL;
     size_t n;
     if (!jsonl) {
         if (dsv3_tokenizer_encode(t, text, len, bos, &ids, &n)) rc = cli_bad_input();
-        else if (write_ids_line(stdout, ids, n, 0)) werr = 1;
+        else write_ids_line(stdout, ids, n, 0);
         free(ids);
     } else {
+        // Every line is parsed and encoded before anything is printed, so a bad line anywhere gives
+        // exit 2 and no output at all. The ids are held as int32 (as in the plain mode): 4 bytes a token.
+        int32_t *all = NULL;
+        size_t nall = 0, capall = 0, nlines = 0, caplines = 0;
+        size_t *line_end = NULL; // line i's ids are all[line_end[i-1] .. line_end[i])
         size_t pos = 0;
         long lineno = 0;
-        while (pos < len && rc == 0 && !werr) {
+        while (pos < len && rc == 0) {
             char *nl = memchr(text + pos, '\n', len - pos);
             size_t end = nl ? (size_t)(nl - text) : len;
             lineno++;
@@ -98,26 +108,32 @@ int cmd_tokenize(int argc, char **argv) {
             // skipped; trailing bytes after the object and \u0000 escapes are errors.
             int r = dsv3_jsonl_line_text(line, ll, &obj, &tx, &tl);
             if (r == 0) continue;
-            if (r < 0) {
-                dsv3_error_context("stdin line %ld", lineno);
-                rc = cli_bad_input();
-            } else if (dsv3_tokenizer_encode(t, tx, tl, bos, &ids, &n)) {
+            if (r < 0 || dsv3_tokenizer_encode(t, tx, tl, bos, &ids, &n)) {
                 dsv3_error_context("stdin line %ld", lineno);
                 rc = cli_bad_input();
             } else {
-                if (write_ids_line(stdout, ids, n, 1)) werr = 1;
+                if (nall + n > capall) {
+                    capall = (nall + n) * 2 + 1024;
+                    all = dsv3_realloc(all, capall * sizeof *all);
+                }
+                memcpy(all + nall, ids, n * sizeof *ids);
+                nall += n;
                 free(ids);
+                if (nlines == caplines) caplines = caplines ? 2 * caplines : 1024, line_end = dsv3_realloc(line_end, caplines * sizeof *line_end);
+                line_end[nlines++] = nall;
             }
-            cJSON_Delete(obj);
+            if (r > 0) cJSON_Delete(obj);
         }
-    }
-    if ((fflush(stdout) != 0 || werr) && rc == 0) {
-        fprintf(stderr, "dsv3 tokenize: write error: %s\n", strerror(errno));
-        rc = 1;
+        for (size_t i = 0; rc == 0 && i < nlines && !ferror(stdout); i++) {
+            size_t b0 = i ? line_end[i - 1] : 0;
+            write_ids_line(stdout, all + b0, line_end[i] - b0, 1);
+        }
+        free(all);
+        free(line_end);
     }
     free(text);
     dsv3_tokenizer_free(t);
-    return rc;
+    return cli_stdout_done("tokenize", rc);
 }
 
 int cmd_detokenize(int argc, char **argv) {
@@ -138,7 +154,7 @@ int cmd_detokenize(int argc, char **argv) {
     dsv3_tokenizer *t = dsv3_tokenizer_load(path);
     if (!t) return cli_bad_input();
     size_t len;
-    char *text = dsv3_read_file("-", &len);
+    char *text = dsv3_read_file_max("-", MAX_INPUT, "detokenize input", &len);
     if (!text) {
         dsv3_tokenizer_free(t);
         return cli_bad_input();
@@ -158,7 +174,8 @@ int cmd_detokenize(int argc, char **argv) {
             v >= dsv3_tokenizer_vocab_size(t)) {
             char *w = p;
             while (w < end && !(*w == ' ' || *w == '\t' || *w == '\n' || *w == '\r' || *w == ',')) w++;
-            dsv3_errorf("stdin: token %zu \"%.*s\" is not an id in 0..%d", n + 1, (int)(w - p > 40 ? 40 : w - p), p,
+            char esc[256];
+            dsv3_errorf("stdin: token %zu '%s' is not an id in 0..%d", n + 1, cli_escape(esc, sizeof esc, p, (size_t)(w - p), 40),
                         dsv3_tokenizer_vocab_size(t) - 1);
             rc = cli_bad_input();
             break;
@@ -171,14 +188,11 @@ int cmd_detokenize(int argc, char **argv) {
         size_t ol;
         char *out = dsv3_tokenizer_decode(t, ids, n, skip, &ol);
         if (!out) rc = cli_bad_input();
-        else if (fwrite(out, 1, ol, stdout) != ol || fflush(stdout) != 0) {
-            fprintf(stderr, "dsv3 detokenize: write error: %s\n", strerror(errno));
-            rc = 1;
-        }
+        else fwrite(out, 1, ol, stdout);
         free(out);
     }
     free(ids);
     free(text);
     dsv3_tokenizer_free(t);
-    return rc;
+    return cli_stdout_done("detokenize", rc);
 }

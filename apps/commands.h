@@ -1,5 +1,6 @@
 // Subcommands of ./dsv3. Each returns the process exit code (0 ok, 1 failure, 2 bad input/usage).
 #pragma once
+#include <stddef.h>
 int cmd_info(int argc, char **argv);        // apps/cmd_info.c
 int cmd_logits(int argc, char **argv);      // apps/cmd_logits.c
 int cmd_tokenize(int argc, char **argv);    // apps/cmd_tokenize.c
@@ -7,8 +8,17 @@ int cmd_detokenize(int argc, char **argv);  // apps/cmd_tokenize.c
 int cmd_tokenizer(int argc, char **argv);   // apps/cmd_tokenizer_train.c (tokenizer train)
 int cmd_data(int argc, char **argv);        // apps/cmd_data.c (data prepare)
 int cmd_fp8(int argc, char **argv);         // apps/cmd_fp8.c (fp8 cast, fp8 study)
+int cmd_train_model(int argc, char **argv); // apps/cmd_train.c (the training recipe)
+int cmd_grad(int argc, char **argv);        // apps/cmd_grad.c (training loss + gradients)
 
 // Shared CLI helpers (apps/cli.c)
 int cli_bad_input(void);                     // prints "dsv3: <dsv3_error()>" to stderr, returns 2
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3))); // returns 2
 int cli_is_help(const char *arg);            // -h / --help
+int cli_failure(void);                       // prints "dsv3: error: <dsv3_error()>", returns 1 (I/O failure)
+// Flushes stdout and checks it (a full disk, /dev/full): on failure prints "dsv3 CMD: stdout: write
+// failed: ..." and returns rc, or 1 when rc is 0. Every command that prints ends with it.
+int cli_stdout_done(const char *cmd, int rc);
+// Bytes of user input for a message: printable ASCII as is, other bytes (and \ and ') as \xNN, at
+// most max_in input bytes, "..." when cut. Returns buf.
+const char *cli_escape(char *buf, size_t cap, const char *s, size_t len, size_t max_in);

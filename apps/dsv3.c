@@ -6,6 +6,8 @@
 static const struct { const char *name; int (*fn)(int, char **); const char *help; } k_cmds[] = {
     {"info", cmd_info, "parameter counts, KV-cache bytes and FLOPs of a model config"},
     {"logits", cmd_logits, "run the forward pass on a sequence of ids and write logits (.npy)"},
+    {"train", cmd_train_model, "train a DeepSeek-V3 model with the paper's recipe (HF checkpoints out)"},
+    {"grad", cmd_grad, "training loss and fp32 gradients of every parameter for a batch of rows"},
     {"tokenize", cmd_tokenize, "text on stdin -> token ids (HF tokenizer.json)"},
     {"detokenize", cmd_detokenize, "token ids on stdin -> text"},
     {"tokenizer", cmd_tokenizer, "tokenizer tools: train a byte-level BPE"},

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 [ -f data/corpus/SOURCES.txt ] || bash scripts/build_corpus.sh
 echo "== data prepare: data/corpus/*.jsonl -> data/shards (seq-len 1024, FIM 0.1)" >&2
 ./dsv3 data prepare --tokenizer models/deepseek-v3/tokenizer.json --out data/shards data/corpus/*.jsonl
+./dsv3 data verify data/shards >&2   # what the trainer checks when it opens the shards
 echo "== model sizes (configs/deepseek-v3.json)" >&2
 ./dsv3 info --config configs/deepseek-v3.json
 echo "== forward + MTP on the oracle model tests/fixtures/model/g_mtp" >&2

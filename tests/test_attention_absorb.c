@@ -108,34 +108,59 @@ static void build_random_model(dsv3_model *m, pool *pl, int q_lora, int yarn, in
     }
 }
 
-// Runs both modes; returns max |absorb - naive| / max |naive| over the logits (and MTP logits).
+// max |a - b| and max |a| over n values; NaN anywhere gives NaN (so every comparison with it fails).
+static void diff_max(const float *a, const float *b, size_t n, double *md, double *mr) {
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (isnan(d) || isnan(a[i])) { *md = NAN; *mr = NAN; return; }
+        if (d > *md) *md = d;
+        if (fabs(a[i]) > *mr) *mr = fabs(a[i]);
+    }
+}
+
+// Runs both modes; returns max |absorb - naive| / max |naive| over the logits (and MTP logits), or
+// +inf when a forward call fails (the calloc'd outputs would otherwise compare equal: 0 <= 0). The
+// caller also checks *maxref (the outputs are not trivially zero).
 static double compare_modes(dsv3_model *m, const int32_t *ids, int T, int mtp, double *maxref) {
     const int V = m->cfg.vocab_size;
     dsv3_fwd f;
     dsv3_fwd_init(&f, m);
     float *a = calloc((size_t)T * V, sizeof(float)), *b = calloc((size_t)T * V, sizeof(float));
     float *ha = calloc((size_t)T * m->cfg.hidden_size, sizeof(float)), *hb = calloc((size_t)T * m->cfg.hidden_size, sizeof(float));
+    int failed = 0;
     dsv3_forward_opts o = {.attn = DSV3_ATTN_NAIVE, .logits = a, .hidden = ha};
-    CHECK(dsv3_forward(&f, ids, T, &o) == 0, "naive forward: %s", dsv3_error());
+    int rc = dsv3_forward(&f, ids, T, &o);
+    CHECK(rc == 0, "naive forward: %s", dsv3_error());
+    failed |= rc != 0;
     o.attn = DSV3_ATTN_ABSORB; o.logits = b; o.hidden = hb;
-    CHECK(dsv3_forward(&f, ids, T, &o) == 0, "absorb forward: %s", dsv3_error());
+    rc = dsv3_forward(&f, ids, T, &o);
+    CHECK(rc == 0, "absorb forward: %s", dsv3_error());
+    failed |= rc != 0;
     double md = 0, mr = 0;
-    for (size_t i = 0; i < (size_t)T * V; i++) {
-        if (fabs(a[i] - b[i]) > md) md = fabs(a[i] - b[i]);
-        if (fabs(a[i]) > mr) mr = fabs(a[i]);
-    }
+    diff_max(a, b, (size_t)T * V, &md, &mr);
+    double mh = 0, mhr = 0; // the hidden states feed MTP: they must be real outputs too
+    diff_max(ha, hb, (size_t)T * m->cfg.hidden_size, &mh, &mhr);
+    CHECK(mhr > 1e-2, "final hidden state is trivial (max |h| %g)", mhr);
     if (mtp && T > 1) {
-        CHECK(dsv3_forward_mtp(&f, ids, T, ha, &(dsv3_mtp_opts){.attn = DSV3_ATTN_NAIVE, .depth = 1, .logits = a}) == 0, "mtp naive: %s", dsv3_error());
-        CHECK(dsv3_forward_mtp(&f, ids, T, hb, &(dsv3_mtp_opts){.attn = DSV3_ATTN_ABSORB, .depth = 1, .logits = b}) == 0, "mtp absorb: %s", dsv3_error());
-        for (size_t i = 0; i < (size_t)(T - 1) * V; i++) {
-            if (fabs(a[i] - b[i]) > md) md = fabs(a[i] - b[i]);
-            if (fabs(a[i]) > mr) mr = fabs(a[i]);
-        }
+        memset(a, 0, sizeof(float) * (size_t)T * V);
+        memset(b, 0, sizeof(float) * (size_t)T * V);
+        rc = dsv3_forward_mtp(&f, ids, T, ha, &(dsv3_mtp_opts){.attn = DSV3_ATTN_NAIVE, .depth = 1, .logits = a});
+        CHECK(rc == 0, "mtp naive: %s", dsv3_error());
+        failed |= rc != 0;
+        rc = dsv3_forward_mtp(&f, ids, T, hb, &(dsv3_mtp_opts){.attn = DSV3_ATTN_ABSORB, .depth = 1, .logits = b});
+        CHECK(rc == 0, "mtp absorb: %s", dsv3_error());
+        failed |= rc != 0;
+        double mmd = 0, mmr = 0;
+        diff_max(a, b, (size_t)(T - 1) * V, &mmd, &mmr);
+        CHECK(mmr > 1e-2, "MTP logits are trivial (max |logit| %g)", mmr);
+        if (!(mmd <= md)) md = mmd;
+        if (!(mmr <= mr)) mr = mmr;
     }
     free(a); free(b); free(ha); free(hb);
     dsv3_fwd_free(&f);
     *maxref = mr;
-    return mr > 0 ? md / mr : md;
+    if (failed) return INFINITY;
+    return mr > 0 ? md / mr : INFINITY;
 }
 
 static void test_random(void) {
@@ -153,6 +178,7 @@ static void test_random(void) {
         CHECK(mr > 1e-2, "logits are not degenerate (max %g)", mr);
         CHECK(rel <= 2e-5, "variant %d: absorb vs naive rel diff %g > 2e-5", v, rel);
         double mr1, rel1 = compare_modes(&m, ids, 1, 0, &mr1);
+        CHECK(mr1 > 1e-2, "variant %d T=1: logits are not degenerate (max %g)", v, mr1);
         CHECK(rel1 <= 2e-5, "variant %d T=1: rel diff %g", v, rel1);
         pool_free(&pl);
     }
@@ -171,17 +197,17 @@ static void test_blocking(void) {
     for (int mode = 0; mode < 2; mode++) {
         dsv3_fwd f;
         dsv3_fwd_init(&f, &m);
+        memset(a, 0, sizeof(float) * (size_t)T * V);
+        memset(b, 0, sizeof(float) * (size_t)T * V);
         dsv3_forward_opts o = {.attn = mode, .logits = a};
-        dsv3_forward(&f, ids, T, &o);
+        CHECK(dsv3_forward(&f, ids, T, &o) == 0, "forward (one block): %s", dsv3_error());
         f.qblock = 7;
         o.logits = b;
-        dsv3_forward(&f, ids, T, &o);
+        CHECK(dsv3_forward(&f, ids, T, &o) == 0, "forward (blocks of 7): %s", dsv3_error());
         double md = 0, mr = 0;
-        for (size_t i = 0; i < (size_t)T * V; i++) {
-            if (fabs(a[i] - b[i]) > md) md = fabs(a[i] - b[i]);
-            if (fabs(a[i]) > mr) mr = fabs(a[i]);
-        }
+        diff_max(a, b, (size_t)T * V, &md, &mr);
         printf("query blocks of 7 vs 40 (%s): max rel diff %.3g\n", mode ? "absorb" : "naive", md / mr);
+        CHECK(mr > 1e-2, "%s: logits are not degenerate (max %g)", mode ? "absorb" : "naive", mr);
         CHECK(md <= 2e-5 * mr, "%s: blocked attention differs (%g of max %g)", mode ? "absorb" : "naive", md, mr);
         dsv3_fwd_free(&f);
     }
@@ -193,7 +219,8 @@ static void test_fixtures(void) {
     const char *root = getenv("DSV3_MODEL_FIXTURES");
     if (!root) root = FIXTURE("model");
     DIR *dir = opendir(root);
-    if (!dir) { printf("SKIP fixture part: %s absent\n", root); return; }
+    CHECK(dir != NULL, "model fixture directory %s is missing", root);
+    if (!dir) return;
     struct dirent *de;
     int n = 0;
     while ((de = readdir(dir))) {
@@ -210,6 +237,7 @@ static void test_fixtures(void) {
         if (t && t->dtype == DSV3_I32 && t->ndim == 1) {
             double mr, rel = compare_modes(&m, t->data, (int)t->shape[0], m.n_layers_loaded > m.cfg.num_hidden_layers, &mr);
             printf("fixture %-22s max|logit| %.3g, absorb vs naive max rel diff %.3g\n", de->d_name, mr, rel);
+            CHECK(mr > 1e-2, "%s: logits are not degenerate (max %g)", de->d_name, mr);
             CHECK(rel <= 2e-5, "%s: absorb vs naive rel diff %g > 2e-5", de->d_name, rel);
             n++;
         }

@@ -7,6 +7,8 @@
 #include "core/fileio.h"
 #include <stdint.h>
 
+#define D(x) ((double)(x)) // a count, for messages
+
 static int parse(dsv3_config *c, const char *json) { return dsv3_config_parse(c, json, "test.json"); }
 
 // A config that must be refused with a message naming the file and containing `want` (usually the field).
@@ -41,33 +43,57 @@ static void test_v3_real(void) {
     CHECK(strcmp(c.dtype, "bfloat16") == 0 && strcmp(c.topk_method, "noaux_tc") == 0, "dtype / topk_method strings");
     CHECK(!dsv3_layer_is_moe(&c, 2) && dsv3_layer_is_moe(&c, 3) && dsv3_layer_is_moe(&c, 61), "layer kinds");
 
-    // Counts: exact arithmetic from the shapes (spec §3.5).
+    // Counts: exact integer arithmetic from the shapes (spec §3.5).
     dsv3_counts k;
     dsv3_config_counts(&c, &k);
-    CHECK(k.attn_params_per_layer == 187107328.0, "attention per layer %.0f", k.attn_params_per_layer);
-    CHECK(k.dense_ffn_params_per_layer == 396361728.0, "dense FFN %.0f", k.dense_ffn_params_per_layer);
-    CHECK(k.expert_params == 44040192.0, "expert %.0f", k.expert_params);
-    CHECK(k.moe_ffn_params_per_layer == 11320164608.0, "MoE layer %.0f", k.moe_ffn_params_per_layer);
-    CHECK(k.embed_params == 926679040.0 && k.head_params == 926679040.0, "embedding / head");
+    CHECK(k.attn_params_per_layer == 187107328u, "attention per layer %.0f", D(k.attn_params_per_layer));
+    CHECK(k.dense_ffn_params_per_layer == 396361728u, "dense FFN %.0f", D(k.dense_ffn_params_per_layer));
+    CHECK(k.expert_params == 44040192u, "expert %.0f", D(k.expert_params));
+    CHECK(k.moe_ffn_params_per_layer == 11320164608u, "MoE layer %.0f", D(k.moe_ffn_params_per_layer));
+    CHECK(k.embed_params == 926679040u && k.head_params == 926679040u, "embedding / head");
     // total = embedding + head + final norm + 61 x (attention + 2 block norms) + 3 dense + 58 MoE
-    const double d = 7168, total = 2 * 926679040.0 + d + 61 * (187107328.0 + 2 * d) + 3 * 396361728.0 + 58 * 11320164608.0;
-    CHECK(k.total_params == total, "total %.0f vs %.0f", k.total_params, total);
-    CHECK(t_close(k.total_params, 671.03e9, 0.005e9, 0), "671.03B total: %.0f", k.total_params);
+    const uint64_t d = 7168, total = 2 * 926679040ull + d + 61 * (187107328ull + 2 * d) + 3 * 396361728ull + 58 * 11320164608ull;
+    CHECK(k.total_params == total, "total %.0f vs %.0f", D(k.total_params), (double)total);
+    CHECK(total == 671026419200ull, "671,026,419,200 total: %.0f", (double)total);
     // active: 248 unused routed experts in each of 58 MoE layers
-    CHECK(k.active_params == total - 58 * 248 * 44040192.0, "active %.0f", k.active_params);
-    CHECK(t_close(k.active_params, 37.55e9, 0.005e9, 0), "37.55B active: %.0f", k.active_params);
+    CHECK(k.active_params == total - 58 * 248 * 44040192ull, "active %.0f", D(k.active_params));
+    CHECK(t_close(D(k.active_params), 37.55e9, 0.005e9, 0), "37.55B active: %.0f", D(k.active_params));
     // MTP: enorm + hnorm + shared_head.norm + eh_proj (d x 2d) + a MoE decoder layer = 11.61B (spec §3.5)
-    CHECK(k.mtp_params == 3 * d + 2 * d * d + 187107328.0 + 2 * d + 11320164608.0, "mtp %.0f", k.mtp_params);
-    CHECK(t_close(k.mtp_params, 11.61e9, 0.005e9, 0), "11.61B MTP");
-    CHECK(t_close(k.mtp_active_params, 2.54e9, 0.005e9, 0), "2.54B MTP active (spec §3.5): %.0f", k.mtp_active_params);
-    CHECK(k.kv_bytes_per_token == 70272.0, "MLA KV bytes %.0f", k.kv_bytes_per_token);
-    CHECK(k.mha_kv_bytes_per_token == 128.0 * (192 + 128) * 2 * 61, "MHA KV bytes %.0f", k.mha_kv_bytes_per_token);
+    CHECK(k.mtp_params == 3 * d + 2 * d * d + 187107328ull + 2 * d + 11320164608ull, "mtp %.0f", D(k.mtp_params));
+    CHECK(t_close(D(k.mtp_params), 11.61e9, 0.005e9, 0), "11.61B MTP");
+    CHECK(t_close(D(k.mtp_active_params), 2.54e9, 0.005e9, 0), "2.54B MTP active (spec §3.5): %.0f", D(k.mtp_active_params));
+    CHECK(k.kv_bytes_per_token == 70272u, "MLA KV bytes %.0f", D(k.kv_bytes_per_token));
+    CHECK(k.mha_kv_bytes_per_token == 128u * (192 + 128) * 2 * 61, "MHA KV bytes %.0f", D(k.mha_kv_bytes_per_token));
     // FLOPs: 2 x (active - embedding - vector params). Vector params: final norm, 61 x (2d + q_lora + kv_lora)
     // block/inner norms, 58 x 256 correction biases.
-    const double vec = d + 61 * (2 * d + 1536 + 512) + 58 * 256.0;
-    CHECK(k.active_matmul_params == k.active_params - 926679040.0 - vec, "active matmul %.0f", k.active_matmul_params);
+    const uint64_t vec = d + 61 * (2 * d + 1536 + 512) + 58 * 256;
+    CHECK(k.active_matmul_params == k.active_params - 926679040u - vec, "active matmul %.0f", D(k.active_matmul_params));
     CHECK(k.flops_per_token == 2 * k.active_matmul_params, "flops");
-    CHECK(k.attn_flops_per_ctx_token == 2.0 * 61 * 128 * (192 + 128), "attention flops per position");
+    CHECK(k.attn_flops_per_ctx_token == 2u * 61 * 128 * (192 + 128), "attention flops per position");
+}
+
+// Counts past 2^64 (and far past 2^53, where doubles lose integers) stay exact: the largest
+// dimensions the config reader accepts. Expected values are Python integer arithmetic on the same
+// shapes (d = Im = 2^30 - 1, V = 2^31 - 1, 65536 experts, 100000 layers, H = 1).
+static void test_huge_counts_exact(void) {
+    const char *json = "{\"model_type\": \"deepseek_v3\", \"hidden_size\": 1073741823, \"vocab_size\": 2147483647, "
+                       "\"moe_intermediate_size\": 1073741823, \"n_routed_experts\": 65536, \"n_shared_experts\": 1, "
+                       "\"n_group\": 1, \"topk_group\": 1, \"num_experts_per_tok\": 8, \"num_hidden_layers\": 100000, "
+                       "\"first_k_dense_replace\": 0, \"num_attention_heads\": 1, \"q_lora_rank\": null, "
+                       "\"kv_lora_rank\": 1, \"qk_nope_head_dim\": 1, \"qk_rope_head_dim\": 2, \"v_head_dim\": 1}";
+    dsv3_config c;
+    CHECK(parse(&c, json) == 0, "huge config parses: %s", dsv3_error());
+    dsv3_counts k;
+    dsv3_config_counts(&c, &k);
+    char b[48];
+    CHECK(strcmp(dsv3_count_str(b, sizeof b, k.expert_params), "3458764507378089987") == 0, "expert %s", b);
+    CHECK(strcmp(dsv3_count_str(b, sizeof b, k.moe_ffn_params_per_layer), "226677049590406627655683") == 0, "MoE layer %s", b);
+    CHECK(strcmp(dsv3_count_str(b, sizeof b, k.total_params), "22667704963653315146267978785") == 0, "total %s", b);
+    CHECK(strcmp(dsv3_count_str(b, sizeof b, k.active_params), "3112899706167079454378785") == 0, "active %s", b);
+    CHECK(strcmp(dsv3_count_str(b, sizeof b, 0), "0") == 0, "zero prints as 0");
+    // the identity total = embedding + head + final norm + L x layer holds exactly
+    const dsv3_count layer = k.attn_params_per_layer + 2 * (dsv3_count)c.hidden_size + k.moe_ffn_params_per_layer;
+    CHECK(k.total_params == k.embed_params + k.head_params + (dsv3_count)c.hidden_size + 100000 * layer, "total identity");
 }
 
 static void test_v2_lite(void) {
@@ -83,8 +109,8 @@ static void test_v2_lite(void) {
     dsv3_counts k;
     dsv3_config_counts(&c, &k);
     // DeepSeek-V2 paper: V2-Lite has 15.7B total parameters.
-    CHECK(t_close(k.total_params, 15.7e9, 0.05e9, 0), "V2-Lite 15.7B total: %.0f", k.total_params);
-    CHECK(k.kv_bytes_per_token == 576.0 * 2 * 27, "V2-Lite KV bytes");
+    CHECK(t_close(D(k.total_params), 15.7e9, 0.05e9, 0), "V2-Lite 15.7B total: %.0f", D(k.total_params));
+    CHECK(k.kv_bytes_per_token == 576u * 2 * 27, "V2-Lite KV bytes");
     CHECK(k.mtp_params == 0, "no MTP");
 }
 
@@ -94,13 +120,13 @@ static void test_small_configs(void) {
     dsv3_counts k;
     CHECK(dsv3_config_load(&c, "configs/nano.json") == 0, "nano: %s", dsv3_error());
     dsv3_config_counts(&c, &k);
-    CHECK(k.total_params < 1e6 && c.num_nextn_predict_layers == 1, "nano is tiny with MTP");
+    CHECK(D(k.total_params) < 1e6 && c.num_nextn_predict_layers == 1, "nano is tiny with MTP");
     CHECK(dsv3_config_load(&c, "configs/tiny.json") == 0, "tiny: %s", dsv3_error());
     dsv3_config_counts(&c, &k);
-    CHECK(k.total_params > 5e6 && k.total_params < 20e6, "tiny ~10M: %.0f", k.total_params);
+    CHECK(D(k.total_params) > 5e6 && D(k.total_params) < 20e6, "tiny ~10M: %.0f", D(k.total_params));
     CHECK(dsv3_config_load(&c, "configs/small.json") == 0, "small: %s", dsv3_error());
     dsv3_config_counts(&c, &k);
-    CHECK(k.total_params >= 0.5e9 && k.total_params <= 1e9, "small 0.5-1B: %.0f", k.total_params);
+    CHECK(D(k.total_params) >= 0.5e9 && D(k.total_params) <= 1e9, "small 0.5-1B: %.0f", D(k.total_params));
     CHECK(c.num_nextn_predict_layers == 1 && c.scoring == DSV3_SCORE_SIGMOID && c.n_group > 1, "small: MTP + sigmoid groups");
 }
 
@@ -236,7 +262,7 @@ static void test_mutations(void) {
             if (dsv3_config_validate(&c, "test.json") != 0) invalid++;
             dsv3_counts k;
             dsv3_config_counts(&c, &k);
-            if (!isfinite(k.total_params) || k.total_params <= 0) invalid++;
+            if (k.total_params == 0) invalid++;
         } else {
             refused++;
             if (!strstr(dsv3_error(), "test.json")) silent++;
@@ -286,10 +312,10 @@ static void test_tied_counts(void) {
     dsv3_counts ku, kt;
     dsv3_config_counts(&u, &ku);
     dsv3_config_counts(&t, &kt);
-    const double Vd = (double)u.vocab_size * u.hidden_size;
+    const dsv3_count Vd = (dsv3_count)u.vocab_size * u.hidden_size;
     CHECK(kt.total_params == ku.total_params - Vd && kt.active_params == ku.active_params - Vd, "tied: head not counted twice");
     CHECK(kt.mtp_active_params == ku.mtp_active_params - Vd * u.num_nextn_predict_layers,
-          "tied: MTP active counts the shared embedding/head once (%.0f vs untied %.0f)", kt.mtp_active_params, ku.mtp_active_params);
+          "tied: MTP active counts the shared embedding/head once (%.0f vs untied %.0f)", D(kt.mtp_active_params), D(ku.mtp_active_params));
     CHECK(kt.flops_per_token == ku.flops_per_token && kt.mtp_params == ku.mtp_params, "tied: same FLOPs and MTP params");
 }
 
@@ -350,6 +376,7 @@ int main(void) {
     test_yarn_keys();
     test_tied_counts();
     test_v3_real();
+    test_huge_counts_exact();
     test_v2_lite();
     test_small_configs();
     test_forms_and_defaults();

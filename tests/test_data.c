@@ -1,6 +1,9 @@
 // Data pipeline: documents, FIM layout (exact ids with the real DeepSeek-V3 tokenizer), packing
-// (concat and best-fit), determinism, shard validation, reader slicing.
+// (concat and best-fit), determinism (threads, batch sizes), streaming from files, the shuffle
+// buffer, shard validation (corruption, mixed sets, hostile manifests), reruns and failed runs in
+// the same folder, the folder lock, reader slicing.
 #include "test.h"
+#include "core/durable.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "tokenizer/tokenizer.h"
@@ -8,6 +11,7 @@
 #include <stdint.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define TOKENIZER "models/deepseek-v3/tokenizer.json"
@@ -175,7 +179,67 @@ static void rm_rf(const char *dir) {
     if (system(cmd)) fprintf(stderr, "warning: could not remove %s\n", dir);
 }
 
-// Synthetic documents of varied length (0.3x .. 3x the row length).
+// Sorted names of the files in dir (hidden ones included, . and .. excluded), joined by '\n'.
+static char *dir_listing(const char *dir) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "ls -A '%s'", dir);
+    FILE *p = popen(cmd, "r");
+    char *out = calloc(1, 65536);
+    size_t n = p ? fread(out, 1, 65535, p) : 0;
+    out[n] = 0;
+    if (p) pclose(p);
+    return out;
+}
+
+// Every file of a and b (same names) byte-identical; returns the number of files, -1 if they differ.
+static int dirs_identical(const char *a, const char *b) {
+    char *la = dir_listing(a), *lb = dir_listing(b);
+    int n = strcmp(la, lb) == 0 ? 0 : -1;
+    for (char *s = la, *e; n >= 0 && *s; s = e + 1) {
+        e = strchr(s, '\n');
+        if (!e) break;
+        *e = 0;
+        char *x = dsv3_path_join(a, s), *y = dsv3_path_join(b, s);
+        if (files_equal(x, y)) n++;
+        else n = -1;
+        free(x), free(y);
+    }
+    free(la), free(lb);
+    return n;
+}
+
+static int exists(const char *dir, const char *name) {
+    char *p = dsv3_path_join(dir, name);
+    struct stat sb;
+    int r = stat(p, &sb) == 0;
+    free(p);
+    return r;
+}
+
+// Rows of a split in the order they were written (shard files g<gen>-<split>-00000.bin, -00001, ...;
+// the manifest lists them in a shuffled order). *n gets the number of rows.
+static uint32_t *rows_in_write_order(const char *dir, uint64_t gen, const char *split, int L, uint64_t *n) {
+    uint32_t *all = NULL;
+    *n = 0;
+    for (int s = 0;; s++) {
+        char name[64];
+        snprintf(name, sizeof name, "g%llu-%s-%05d.bin", (unsigned long long)gen, split, s);
+        char *p = dsv3_path_join(dir, name);
+        dsv3_mmap m;
+        int bad = dsv3_mmap_open(&m, p);
+        free(p);
+        if (bad) break;
+        dsv3_shard_header h;
+        CHECK(dsv3_shard_parse_header(m.data, m.size, name, &h) == 0, "shard %s: %s", name, dsv3_error());
+        all = realloc(all, (*n + h.rows) * (L + 1) * 4 + 4);
+        memcpy(all + *n * (L + 1), m.data + DSV3_SHARD_HEADER_BYTES, h.rows * (L + 1) * 4);
+        *n += h.rows;
+        dsv3_mmap_close(&m);
+    }
+    return all;
+}
+
+// The fixture's documents.
 static void make_docs(dsv3_doclist *dl) {
     CHECK(dsv3_doclist_read(dl, FIXTURE("data/devil-sample.jsonl")) == 0, "read docs");
 }
@@ -187,18 +251,18 @@ static void test_prepare(int bestfit) {
     char *d1 = tmpdir(), *d2 = tmpdir();
     dsv3_data_prepare_opts o = {.tokenizer_path = TOKENIZER, .out_dir = d1, .seq_len = L, .fim_rate = 0.3,
                                 .val_fraction = 0.2, .seed = 7, .add_bos = 1, .bestfit = bestfit, .shard_rows = 10,
-                                .threads = 1};
+                                .shuffle_tokens = -1, .threads = 1};
     dsv3_data_prepare_stats st, st2;
     CHECK(dsv3_data_prepare(tok, &dl, &o, &st) == 0, "prepare: %s", dsv3_error());
     o.out_dir = d2, o.threads = 2;
     CHECK(dsv3_data_prepare(tok, &dl, &o, &st2) == 0, "prepare again: %s", dsv3_error());
     // Determinism: identical bytes whatever the thread count.
-    const char *names[] = {"manifest.json", "train-00000.bin", "train-00001.bin", "val-00000.bin"};
-    for (int i = 0; i < 4; i++) {
-        char *a = dsv3_path_join(d1, names[i]), *b = dsv3_path_join(d2, names[i]);
-        CHECK(files_equal(a, b), "%s identical across runs (1 vs 2 threads)", names[i]);
-        free(a), free(b);
-    }
+    int nf = dirs_identical(d1, d2);
+    CHECK(nf >= 4, "every file identical across runs (1 vs 2 threads): %d", nf);
+    CHECK(exists(d1, "g1-train-00000.bin") && exists(d1, "g1-train-00001.bin") && exists(d1, "g1-val-00000.bin") &&
+              exists(d1, "manifest.json"), "generation-1 shard names and manifest");
+    CHECK(strlen(st.run_id) == 16 && strcmp(st.run_id, st2.run_id) == 0 && st.generation == 1, "run id %s, gen %llu",
+          st.run_id, (unsigned long long)st.generation);
     CHECK(st.documents[0] + st.documents[1] == dl.n, "every document in one split");
     CHECK(st.documents[1] > 0 && st.documents[0] > st.documents[1], "val has some documents (%llu)",
           (unsigned long long)st.documents[1]);
@@ -214,15 +278,15 @@ static void test_prepare(int bestfit) {
                                         dsv3_data_uniform(7, d, 1), dsv3_data_uniform(7, d, 2),
                                         dsv3_data_uniform(7, d, 3), &doc[d].v, &doc[d].n, NULL) == 0, "re-encode");
     }
-    char *man = dsv3_path_join(d1, "manifest.json");
     for (int sp = 0; sp < 2; sp++) {
-        dsv3_data *r = dsv3_data_open(man, sp ? "val" : "train", 1);
+        dsv3_data *r = dsv3_data_open(d1, sp ? "val" : "train", 1); // the folder works as well as its manifest
         CHECK(r != NULL, "open %s: %s", sp ? "val" : "train", dsv3_error());
         if (!r) continue;
         uint64_t rows = dsv3_data_num_rows(r);
         CHECK(rows == st.rows[sp], "rows %llu", (unsigned long long)rows);
         CHECK(dsv3_data_seq_len(r) == L && dsv3_data_vocab_size(r) == dsv3_tokenizer_vocab_size(tok), "header fields");
         CHECK(dsv3_data_pad_id(r) == (bestfit ? PAD : -1), "pad id");
+        CHECK(strcmp(dsv3_data_run_id(r), st.run_id) == 0 && dsv3_data_generation(r) == 1, "run id and generation");
         uint64_t expect_tokens = 0;
         for (size_t d = 0; d < nd; d++)
             if (split[d] == sp) expect_tokens += doc[d].n;
@@ -259,14 +323,17 @@ static void test_prepare(int bestfit) {
             }
             CHECK(missing == 0, "%d short documents not found whole inside one row", missing);
         } else {
-            // Rows overlap by one token; the stream is the split's documents in some order, each
-            // ending with EOS, the last one possibly cut.
+            // In write order, rows overlap by one token; the stream is the split's documents in some
+            // order, each ending with EOS, the last one possibly cut.
+            uint64_t wrows;
+            uint32_t *w = rows_in_write_order(d1, 1, sp ? "val" : "train", L, &wrows);
+            CHECK(wrows == rows, "write-order rows = manifest rows");
             int overlap_bad = 0;
-            for (uint64_t i = 0; i + 1 < rows; i++) overlap_bad += dsv3_data_row(r, i)[L] != dsv3_data_row(r, i + 1)[0];
+            for (uint64_t i = 0; i + 1 < wrows; i++) overlap_bad += w[i * C + L] != w[(i + 1) * C];
             CHECK(overlap_bad == 0, "row i ends with the token row i+1 starts with");
             uint64_t slen = rows ? rows * L + 1 : 0;
             uint32_t *s = malloc((slen + 1) * 4);
-            for (uint64_t i = 0; i < rows; i++) memcpy(s + i * L, dsv3_data_row(r, i), (size_t)C * 4);
+            for (uint64_t i = 0; i < rows; i++) memcpy(s + i * L, w + i * C, (size_t)C * 4);
             CHECK(rows == (expect_tokens - 1) / L && expect_tokens - slen == st.pad_tokens[sp], "rows from stream length");
             uint64_t p = 0;
             int unmatched = 0;
@@ -285,15 +352,66 @@ static void test_prepare(int bestfit) {
                 p = q + 1;
             }
             CHECK(unmatched == 0, "stream = whole documents (%d unmatched)", unmatched);
-            free(s);
+            free(s), free(w);
         }
         free(used);
         dsv3_data_close(r);
     }
     for (size_t d = 0; d < nd; d++) free(doc[d].v);
-    free(doc), free(split), free(man);
+    free(doc), free(split);
     rm_rf(d1), rm_rf(d2);
     free(d1), free(d2);
+    dsv3_doclist_free(&dl);
+}
+
+// The document shuffle buffer: with 0 tokens the stream keeps the input order exactly; with the
+// default it is a different order of the same documents. The manifest lists shards in a seeded
+// order that is not the write order.
+static void test_shuffle(void) {
+    dsv3_doclist dl = {0};
+    make_docs(&dl);
+    const int L = 16, C = L + 1;
+    char *d = tmpdir();
+    dsv3_data_prepare_opts o = {.tokenizer_path = TOKENIZER, .out_dir = d, .seq_len = L, .fim_rate = 0,
+                                .val_fraction = 0, .seed = 3, .add_bos = 1, .bestfit = 0, .shard_rows = 8,
+                                .shuffle_tokens = 0};
+    dsv3_data_prepare_stats st;
+    // the expected stream: every document in input order
+    uint32_t *want = NULL;
+    uint64_t nwant = 0;
+    for (size_t i = 0; i < dl.n; i++) {
+        int32_t *t;
+        size_t n;
+        CHECK(dsv3_data_encode_document(tok, &ids, dl.docs[i].text, dl.docs[i].len, 1, 0, 0.5, 0, 0, &t, &n, NULL) == 0,
+              "encode");
+        want = realloc(want, (nwant + n) * 4);
+        memcpy(want + nwant, t, n * 4);
+        nwant += n;
+        free(t);
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        o.shuffle_tokens = pass ? -1 : 0;
+        CHECK(dsv3_data_prepare(tok, &dl, &o, &st) == 0, "prepare: %s", dsv3_error());
+        uint64_t rows;
+        uint32_t *w = rows_in_write_order(d, st.generation, "train", L, &rows);
+        CHECK(rows == (nwant - 1) / L, "rows of the stream");
+        int same = 1;
+        for (uint64_t i = 0; i < rows && same; i++) same = memcmp(w + i * C, want + i * L, (size_t)C * 4) == 0;
+        if (pass == 0) CHECK(same, "shuffle buffer 0: the stream is the documents in input order");
+        else CHECK(!same, "default shuffle buffer: documents in another order");
+        // the reader's order (manifest) is a permutation of the shards
+        dsv3_data *r = dsv3_data_open(d, "train", 1);
+        CHECK(r && dsv3_data_num_shards(r) >= 3, "several shards");
+        int in_write_order = 1;
+        for (uint64_t i = 0; r && i < rows && in_write_order; i++)
+            in_write_order = memcmp(dsv3_data_row(r, i), w + i * C, (size_t)C * 4) == 0;
+        CHECK(!in_write_order, "the manifest lists shards in a shuffled order");
+        dsv3_data_close(r);
+        free(w);
+    }
+    free(want);
+    rm_rf(d);
+    free(d);
     dsv3_doclist_free(&dl);
 }
 
@@ -303,18 +421,117 @@ static void write_bytes(const char *path, const void *p, size_t n) {
     if (f) fclose(f);
 }
 
+// Streaming from files: the same bytes whatever the batch size (tiny batches cross lines, inputs and
+// buffer refills; lines longer than the buffer grow it) and the thread count; the same rows as the
+// in-memory path.
+static void test_stream_files(void) {
+    const char *in[] = {FIXTURE("data/devil-sample.jsonl"), FIXTURE("data/plain.txt"), FIXTURE("data/devil-sample.jsonl")};
+    char *d1 = tmpdir(), *d2 = tmpdir(), *d3 = tmpdir();
+    dsv3_data_prepare_opts o = {.tokenizer_path = TOKENIZER, .out_dir = d1, .seq_len = 48, .fim_rate = 0.2,
+                                .val_fraction = 0.1, .seed = 11, .add_bos = 1, .bestfit = 1, .shard_rows = 7,
+                                .shuffle_tokens = 500, .threads = 2};
+    dsv3_data_prepare_stats st1, st2, st3;
+    CHECK(dsv3_data_prepare_files(tok, in, 3, &o, &st1) == 0, "prepare files: %s", dsv3_error());
+    o.out_dir = d2, o.batch_bytes = 300, o.threads = 1;
+    CHECK(dsv3_data_prepare_files(tok, in, 3, &o, &st2) == 0, "prepare files, tiny batches: %s", dsv3_error());
+    int nf = dirs_identical(d1, d2);
+    CHECK(nf >= 4, "identical bytes with 4 MiB / 300-byte batches and 2 / 1 threads (%d files)", nf);
+    CHECK(st1.documents[0] + st1.documents[1] == 127, "63 + 1 + 63 documents (%llu)",
+          (unsigned long long)(st1.documents[0] + st1.documents[1]));
+    // in memory: same documents, same rows (the run id differs: it names the inputs)
+    dsv3_doclist dl = {0};
+    for (int i = 0; i < 3; i++) CHECK(dsv3_doclist_read(&dl, in[i]) == 0, "read");
+    o.out_dir = d3, o.batch_bytes = 0;
+    CHECK(dsv3_data_prepare(tok, &dl, &o, &st3) == 0, "prepare docs: %s", dsv3_error());
+    for (int sp = 0; sp < 2; sp++) {
+        const char *spn = sp ? "val" : "train";
+        dsv3_data *a = dsv3_data_open(d1, spn, 1), *b = dsv3_data_open(d3, spn, 1);
+        CHECK(a && b && dsv3_data_num_rows(a) == dsv3_data_num_rows(b) && dsv3_data_num_rows(a) > 0, "%s rows", spn);
+        int same = a && b;
+        for (uint64_t i = 0; same && i < dsv3_data_num_rows(a); i++)
+            same = memcmp(dsv3_data_row(a, i), dsv3_data_row(b, i), 49 * 4) == 0;
+        CHECK(same, "%s: files and in-memory documents give the same rows", spn);
+        CHECK(a && b && strcmp(dsv3_data_run_id(a), dsv3_data_run_id(b)) != 0, "different run ids");
+        dsv3_data_close(a), dsv3_data_close(b);
+    }
+    // The manifest records each input with its SHA-256 (checked against an independent hash: the
+    // in-memory SHA-256 of the same bytes is not the same code path, so compare with sha256_file).
+    char sha[65];
+    CHECK(dsv3_sha256_file(in[0], sha) == 0, "sha256");
+    char *man = dsv3_path_join(d1, "manifest.json");
+    size_t ml;
+    char *m = dsv3_read_file(man, &ml);
+    CHECK(m && strstr(m, sha) && strstr(m, "\"run_id\"") && strstr(m, st1.run_id), "manifest names inputs and run");
+    free(m), free(man);
+    dsv3_doclist_free(&dl);
+    rm_rf(d1), rm_rf(d2), rm_rf(d3);
+    free(d1), free(d2), free(d3);
+}
+
+// Bad runs: empty input, no rows, a directory as input, --out naming a file.
+static void test_bad_runs(void) {
+    char *d = tmpdir();
+    char *out = dsv3_path_join(d, "out");
+    dsv3_data_prepare_opts o = {.tokenizer_path = TOKENIZER, .out_dir = out, .seq_len = 32, .fim_rate = 0,
+                                .val_fraction = 0, .seed = 1, .add_bos = 1, .bestfit = 1, .shard_rows = 10,
+                                .shuffle_tokens = -1};
+    dsv3_data_prepare_stats st;
+    dsv3_doclist empty = {0};
+    CHECK(dsv3_data_prepare(tok, &empty, &o, &st) == -1 && strstr(dsv3_error(), "no documents"),
+          "no documents is an error (%s)", dsv3_error());
+    CHECK(!exists(d, "out"), "nothing written (the output folder it created is gone)");
+    char *blank = dsv3_path_join(d, "blank.jsonl");
+    write_bytes(blank, "\n  \n{\"text\": \"\"}\n", 17);
+    const char *in1[] = {blank};
+    CHECK(dsv3_data_prepare_files(tok, in1, 1, &o, &st) == -1 && strstr(dsv3_error(), "no documents"),
+          "blank lines and empty texts only: error (%s)", dsv3_error());
+    const char *in2[] = {FIXTURE("data/plain.txt")};
+    o.bestfit = 0, o.seq_len = 4096;
+    CHECK(dsv3_data_prepare_files(tok, in2, 1, &o, &st) == -1 && strstr(dsv3_error(), "no rows"),
+          "fewer tokens than a row with concat: error (%s)", dsv3_error());
+    o.bestfit = 1, o.seq_len = 32;
+    const char *in3[] = {FIXTURE("data")};
+    CHECK(dsv3_data_prepare_files(tok, in3, 1, &o, &st) == -1 && strstr(dsv3_error(), "is a directory") &&
+              strstr(dsv3_error(), "tests/fixtures/data"), "a directory as input (%s)", dsv3_error());
+    o.out_dir = blank;
+    CHECK(dsv3_data_prepare_files(tok, in2, 1, &o, &st) == -1 && strstr(dsv3_error(), "not a directory") &&
+              strstr(dsv3_error(), "blank.jsonl"), "--out naming a file (%s)", dsv3_error());
+    CHECK(!exists(d, "out"), "still nothing written");
+    free(blank), free(out);
+    rm_rf(d);
+    free(d);
+}
+
+// A copy of `src` with a shard copied over another's name.
+static void copy_file(const char *from, const char *to) {
+    size_t n;
+    char *b = dsv3_read_file(from, &n);
+    CHECK(b != NULL, "read %s", from);
+    if (b) write_bytes(to, b, n);
+    free(b);
+}
+
 static void test_corrupt(void) {
     dsv3_doclist dl = {0};
     make_docs(&dl);
+    // ten copies of the fixture: one shard of more than 64 KiB, so that the sampled checksum skips bytes
+    dsv3_doclist big = {0};
+    for (int k = 0; k < 10; k++)
+        for (size_t i = 0; i < dl.n; i++) {
+            if (big.n == big.cap) big.cap = big.cap ? 2 * big.cap : 1024, big.docs = realloc(big.docs, big.cap * sizeof *big.docs);
+            big.docs[big.n++] = dl.docs[i];
+        }
     char *d = tmpdir();
     dsv3_data_prepare_opts o = {.tokenizer_path = TOKENIZER, .out_dir = d, .seq_len = 32, .fim_rate = 0.1,
-                                .val_fraction = 0, .seed = 1, .add_bos = 1, .bestfit = 1, .shard_rows = 1000};
+                                .val_fraction = 0, .seed = 1, .add_bos = 1, .bestfit = 1, .shard_rows = 100000,
+                                .shuffle_tokens = -1};
     dsv3_data_prepare_stats st;
-    CHECK(dsv3_data_prepare(tok, &dl, &o, &st) == 0, "prepare");
-    char *man = dsv3_path_join(d, "manifest.json"), *sh = dsv3_path_join(d, "train-00000.bin");
+    CHECK(dsv3_data_prepare(tok, &big, &o, &st) == 0, "prepare");
+    char *man = dsv3_path_join(d, "manifest.json"), *sh = dsv3_path_join(d, "g1-train-00000.bin");
     size_t n;
     char *orig = dsv3_read_file(sh, &n);
-    CHECK(orig && n > 100, "shard read");
+    CHECK(orig && n > 65536 + 64 + 4096, "shard larger than the sampled bytes (%zu)", n);
+    if (!orig || n <= 65536 + 64 + 4096) return;
     dsv3_data *r = dsv3_data_open(man, "train", 1);
     CHECK(r != NULL, "clean shard opens");
     dsv3_data_close(r);
@@ -327,23 +544,44 @@ static void test_corrupt(void) {
     memcpy(bad, orig, n);
     bad[0] = 'X';
     write_bytes(sh, bad, n);
-    CHECK(dsv3_data_open(man, "train", 0) == NULL && strstr(dsv3_error(), "bad magic") && strstr(dsv3_error(), "train-00000.bin"),
-          "bad magic -> error naming the shard (%s)", dsv3_error());
+    CHECK(dsv3_data_open(man, "train", 0) == NULL && strstr(dsv3_error(), "bad magic") &&
+              strstr(dsv3_error(), "g1-train-00000.bin"), "bad magic -> error naming the shard (%s)", dsv3_error());
     // truncated
     write_bytes(sh, orig, n - 4);
     CHECK(dsv3_data_open(man, "train", 0) == NULL && strstr(dsv3_error(), "truncated"), "truncated (%s)", dsv3_error());
     write_bytes(sh, orig, 20);
     CHECK(dsv3_data_open(man, "train", 0) == NULL && strstr(dsv3_error(), "not a token shard"), "tiny file (%s)",
           dsv3_error());
-    // flipped payload byte: only the checksum notices
+    // A flipped payload byte inside a sampled block: the cheap check sees it. Outside the sampled
+    // blocks: only the full verify does. (Which bytes are sampled is found by trying.)
+    const unsigned char *hdr = (const unsigned char *)orig;
+    size_t plen = n - 64, in_sample = (size_t)-1, off_sample = (size_t)-1;
+    uint64_t s0 = dsv3_shard_sample_checksum(hdr, hdr + 64, plen);
     memcpy(bad, orig, n);
-    bad[n - 3] ^= 0x01;
-    write_bytes(sh, bad, n);
-    r = dsv3_data_open(man, "train", 0);
-    CHECK(r != NULL, "header-only validation passes a payload flip");
-    dsv3_data_close(r);
-    CHECK(dsv3_data_open(man, "train", 1) == NULL && strstr(dsv3_error(), "checksum"), "verify catches it (%s)",
-          dsv3_error());
+    for (size_t k = 0; k < plen && (in_sample == (size_t)-1 || off_sample == (size_t)-1); k += 997) {
+        bad[64 + k] ^= 0x01;
+        int seen = dsv3_shard_sample_checksum((unsigned char *)bad, (unsigned char *)bad + 64, plen) != s0;
+        bad[64 + k] ^= 0x01;
+        if (seen && in_sample == (size_t)-1) in_sample = k;
+        if (!seen && off_sample == (size_t)-1) off_sample = k;
+    }
+    CHECK(in_sample != (size_t)-1 && off_sample != (size_t)-1, "found sampled and unsampled bytes");
+    if (in_sample != (size_t)-1) {
+        bad[64 + in_sample] ^= 0x01;
+        write_bytes(sh, bad, n);
+        CHECK(dsv3_data_open(man, "train", 0) == NULL && strstr(dsv3_error(), "sampled checksum"),
+              "cheap check: flip in a sampled block (%s)", dsv3_error());
+        bad[64 + in_sample] ^= 0x01;
+    }
+    if (off_sample != (size_t)-1) {
+        bad[64 + off_sample] ^= 0x01;
+        write_bytes(sh, bad, n);
+        r = dsv3_data_open(man, "train", 0);
+        CHECK(r != NULL, "cheap check passes a flip outside the sampled blocks");
+        dsv3_data_close(r);
+        CHECK(dsv3_data_open(man, "train", 1) == NULL && strstr(dsv3_error(), "checksum mismatch"),
+              "verify catches it (%s)", dsv3_error());
+    }
     // header disagreeing with the manifest: seq_len field
     memcpy(bad, orig, n);
     bad[20] = 33;
@@ -354,10 +592,15 @@ static void test_corrupt(void) {
     write_bytes(man, "{\"format\": \"dsv3-token-shards\"", 30);
     CHECK(dsv3_data_open(man, "train", 0) == NULL && strstr(dsv3_error(), "manifest.json"), "broken manifest (%s)",
           dsv3_error());
-    // hostile numbers in the manifest: errors, never undefined float->int casts
+    // hostile or stale fields in the manifest: errors, never undefined float->int casts
     const char *hostile[] = {"\"seq_len\": -1", "\"seq_len\": 1e300", "\"seq_len\": 32.5", "\"vocab_size\": -5",
-                             "\"rows\": -1", "\"rows\": 1e30", "\"pad_id\": 1e20"};
-    for (int k = 0; k < 7; k++) {
+                             "\"rows\": -1", "\"rows\": 1e30", "\"pad_id\": 1e20", "\"generation\": -2",
+                             "\"version\": 1", "\"run_id\": \"12\"", "\"file\": \"../x.bin\"",
+                             "\"fnv1a64\": \"0000000000000000\""};
+    const char *want[] = {"must be an integer", "must be an integer", "must be an integer", "must be an integer",
+                          "must be an integer", "must be an integer", "must be an integer", "must be an integer",
+                          "older dsv3", "hex digits", "plain file name", "differs from the manifest"};
+    for (int k = 0; k < (int)(sizeof hostile / sizeof *hostile); k++) {
         // rebuild a valid manifest, then overwrite one field
         dsv3_data_prepare_stats st2;
         CHECK(dsv3_data_prepare(tok, &dl, &o, &st2) == 0, "re-prepare");
@@ -379,50 +622,167 @@ static void test_corrupt(void) {
         snprintf(m2, nl, "%.*s%s%s", (int)(at - m), m, key, vend);
         write_bytes(man, m2, strlen(m2));
         dsv3_data *h = dsv3_data_open(man, "train", 0);
-        CHECK(h == NULL && strstr(dsv3_error(), "manifest.json") && strstr(dsv3_error(), "must be an integer"),
-              "hostile manifest %s rejected (%s)", key, dsv3_error());
+        CHECK(h == NULL && strstr(dsv3_error(), want[k]), "manifest with %s rejected (%s)", key, dsv3_error());
         dsv3_data_close(h);
         free(m), free(m2);
     }
-    unlink(sh);
     CHECK(dsv3_data_open("/nonexistent/manifest.json", "train", 0) == NULL, "missing manifest");
     free(bad), free(orig), free(man), free(sh);
     rm_rf(d);
     free(d);
+    free(big.docs);
     dsv3_doclist_free(&dl);
 }
 
-// A second run into the same directory with fewer shards removes the first run's extra shards
-// and any temp file left by an interrupted run; the manifest lists exactly the files present.
+// A mixed set is refused, naming the shard: a shard of another run (other seed) copied over one of
+// this run's files; a shard of the same run copied over another position.
+static void test_mixed(void) {
+    dsv3_doclist dl = {0};
+    make_docs(&dl);
+    char *a = tmpdir(), *b = tmpdir();
+    dsv3_data_prepare_opts o = {.tokenizer_path = TOKENIZER, .out_dir = a, .seq_len = 16, .fim_rate = 0.1,
+                                .val_fraction = 0, .seed = 1, .add_bos = 1, .bestfit = 0, .shard_rows = 20,
+                                .shuffle_tokens = -1};
+    dsv3_data_prepare_stats st;
+    CHECK(dsv3_data_prepare(tok, &dl, &o, &st) == 0 && st.shards[0] >= 3, "run A (%llu shards)",
+          (unsigned long long)st.shards[0]);
+    o.out_dir = b, o.seed = 7;
+    CHECK(dsv3_data_prepare(tok, &dl, &o, &st) == 0, "run B");
+    char *a0 = dsv3_path_join(a, "g1-train-00000.bin"), *a1 = dsv3_path_join(a, "g1-train-00001.bin");
+    char *b0 = dsv3_path_join(b, "g1-train-00000.bin");
+    size_t n;
+    char *keep = dsv3_read_file(a0, &n);
+    copy_file(b0, a0);
+    for (int verify = 0; verify <= 1; verify++)
+        CHECK(dsv3_data_open(a, "train", verify) == NULL && strstr(dsv3_error(), "g1-train-00000.bin") &&
+                  strstr(dsv3_error(), "another run"), "verify=%d: another run's shard refused (%s)", verify, dsv3_error());
+    copy_file(a1, a0); // same run, same size (both shards are full), another position
+    for (int verify = 0; verify <= 1; verify++)
+        CHECK(dsv3_data_open(a, "train", verify) == NULL && strstr(dsv3_error(), "g1-train-00000.bin") &&
+                  strstr(dsv3_error(), "differs from the manifest"), "verify=%d: shard at the wrong place (%s)", verify,
+              dsv3_error());
+    if (keep) write_bytes(a0, keep, n);
+    dsv3_data *r = dsv3_data_open(a, "train", 1);
+    CHECK(r != NULL, "restored set opens: %s", dsv3_error());
+    dsv3_data_close(r);
+    free(keep), free(a0), free(a1), free(b0);
+    rm_rf(a), rm_rf(b);
+    free(a), free(b);
+    dsv3_doclist_free(&dl);
+}
+
+static pid_t dead_pid(void) {
+    pid_t p = fork();
+    if (p == 0) _exit(0);
+    int status;
+    waitpid(p, &status, 0);
+    return p;
+}
+
+// A second run into the same folder: new generation; the first run's shards, legacy names and temps
+// of dead writers are removed; a live writer's temp and unrelated files are kept.
 static void test_rerun_same_dir(void) {
     dsv3_doclist dl = {0};
     make_docs(&dl);
     char *d = tmpdir();
     dsv3_data_prepare_opts o = {.tokenizer_path = TOKENIZER, .out_dir = d, .seq_len = 32, .fim_rate = 0,
-                                .val_fraction = 0, .seed = 1, .add_bos = 1, .bestfit = 1, .shard_rows = 5};
+                                .val_fraction = 0, .seed = 1, .add_bos = 1, .bestfit = 1, .shard_rows = 5,
+                                .shuffle_tokens = -1};
     dsv3_data_prepare_stats st;
     CHECK(dsv3_data_prepare(tok, &dl, &o, &st) == 0, "prepare with small shards: %s", dsv3_error());
-    CHECK(st.shards[0] >= 3, "several shards (%llu)", (unsigned long long)st.shards[0]);
-    char *s1 = dsv3_path_join(d, "train-00001.bin"), *s2 = dsv3_path_join(d, "train-00002.bin");
-    char *tmp = dsv3_path_join(d, "train-00000.bin.tmp.99999"), *other = dsv3_path_join(d, "notes.txt");
-    write_bytes(tmp, "partial", 7);
-    write_bytes(other, "mine", 4);
-    struct stat sb;
-    CHECK(stat(s1, &sb) == 0 && stat(s2, &sb) == 0, "first run wrote train-00001/00002");
+    CHECK(st.shards[0] >= 3 && st.generation == 1, "several shards (%llu)", (unsigned long long)st.shards[0]);
+    pid_t dead = dead_pid();
+    char n_dead[64], n_dead_man[64], n_live[64], n_legacy_tmp[64];
+    snprintf(n_dead, sizeof n_dead, "g2-train-00000.bin.tmp.%d", (int)dead);
+    snprintf(n_dead_man, sizeof n_dead_man, "manifest.json.tmp.%d", (int)dead);
+    snprintf(n_live, sizeof n_live, "g1-val-00009.bin.tmp.%d", (int)getpid());
+    snprintf(n_legacy_tmp, sizeof n_legacy_tmp, "train-00000.bin.tmp.%d", (int)dead);
+    const char *made[] = {n_dead, n_dead_man, n_live, n_legacy_tmp, "train-00000.bin", "notes.txt", "g1-train.bin"};
+    for (int i = 0; i < 7; i++) {
+        char *p = dsv3_path_join(d, made[i]);
+        write_bytes(p, "partial", 7);
+        free(p);
+    }
     o.shard_rows = 100000;
     CHECK(dsv3_data_prepare(tok, &dl, &o, &st) == 0, "prepare again into the same dir: %s", dsv3_error());
-    CHECK(st.shards[0] == 1, "one shard now");
-    CHECK(stat(s1, &sb) != 0 && stat(s2, &sb) != 0, "stale shards of the first run removed");
-    CHECK(stat(tmp, &sb) != 0, "temp file of an interrupted run removed");
-    CHECK(stat(other, &sb) == 0, "unrelated files kept");
-    char *man = dsv3_path_join(d, "manifest.json");
-    dsv3_data *r = dsv3_data_open(man, "train", 1);
-    CHECK(r && dsv3_data_num_rows(r) == st.rows[0], "second run's manifest opens (%s)", dsv3_error());
+    CHECK(st.shards[0] == 1 && st.generation == 2, "one shard, generation 2 (the dead run's g2 temp was removed first): %llu",
+          (unsigned long long)st.generation);
+    CHECK(!exists(d, "g1-train-00000.bin") && !exists(d, "g1-train-00001.bin") && !exists(d, "g1-train-00002.bin"),
+          "the first run's shards removed");
+    CHECK(exists(d, "g2-train-00000.bin"), "new shard");
+    CHECK(!exists(d, n_dead) && !exists(d, n_dead_man) && !exists(d, n_legacy_tmp),
+          "temps of a dead writer removed (shard and manifest temps)");
+    CHECK(exists(d, n_live), "a live writer's temp kept");
+    CHECK(!exists(d, "train-00000.bin"), "version-1 shard name removed");
+    CHECK(exists(d, "notes.txt") && exists(d, "g1-train.bin"), "unrelated files kept");
+    dsv3_data *r = dsv3_data_open(d, "train", 1);
+    CHECK(r && dsv3_data_num_rows(r) == st.rows[0] && dsv3_data_generation(r) == 2, "second run's manifest opens (%s)",
+          dsv3_error());
     dsv3_data_close(r);
-    free(s1), free(s2), free(tmp), free(other), free(man);
     rm_rf(d);
     free(d);
     dsv3_doclist_free(&dl);
+}
+
+// A run that fails (bad line deep in an input, after shards were written; or empty input) leaves
+// the previous dataset exactly as it was. A locked folder is refused with the holder's pid.
+static void test_failed_run_keeps_old(void) {
+    char *d = tmpdir(), *t = tmpdir();
+    const char *good[] = {FIXTURE("data/devil-sample.jsonl")};
+    dsv3_data_prepare_opts o = {.tokenizer_path = TOKENIZER, .out_dir = d, .seq_len = 16, .fim_rate = 0.1,
+                                .val_fraction = 0.1, .seed = 1, .add_bos = 1, .bestfit = 1, .shard_rows = 8,
+                                .shuffle_tokens = -1};
+    dsv3_data_prepare_stats st;
+    CHECK(dsv3_data_prepare_files(tok, good, 1, &o, &st) == 0, "old dataset: %s", dsv3_error());
+    dsv3_data *r = dsv3_data_open(d, "train", 1);
+    uint64_t digest = r ? dsv3_data_digest(r) : 0;
+    dsv3_data_close(r);
+    char *snap = dsv3_path_join(t, "snap");
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", d, snap);
+    CHECK(system(cmd) == 0, "snapshot");
+    // three copies of the fixture then a bad line; concat + no shuffle writes shards early
+    char *bad = dsv3_path_join(t, "late-bad.jsonl");
+    {
+        size_t n;
+        char *g = dsv3_read_file(good[0], &n);
+        FILE *f = fopen(bad, "wb");
+        for (int k = 0; k < 3 && g; k++) fwrite(g, 1, n, f);
+        fputs("{\"text\": 5}\n", f);
+        fclose(f);
+        free(g);
+    }
+    const char *in[] = {bad};
+    dsv3_data_prepare_opts o2 = o;
+    o2.bestfit = 0, o2.shuffle_tokens = 0, o2.shard_rows = 2, o2.batch_bytes = 2000, o2.seed = 2;
+    CHECK(dsv3_data_prepare_files(tok, in, 1, &o2, &st) == -1 && strstr(dsv3_error(), "late-bad.jsonl:190"),
+          "bad line 190 named (%s)", dsv3_error());
+    CHECK(st.shards[0] > 3, "the failed run had written shards (%llu)", (unsigned long long)st.shards[0]);
+    CHECK(dirs_identical(d, snap) >= 4, "the folder is exactly as before: the failed run's shards removed");
+    r = dsv3_data_open(d, "train", 1);
+    CHECK(r && dsv3_data_digest(r) == digest, "previous dataset still opens, same rows");
+    dsv3_data_close(r);
+    dsv3_doclist empty = {0};
+    CHECK(dsv3_data_prepare(tok, &empty, &o, &st) == -1, "empty input fails");
+    CHECK(dirs_identical(d, snap) >= 4, "... and leaves the folder as it was");
+    // a held lock: refused, naming the holder
+    dsv3_dirlock lk;
+    CHECK(dsv3_dir_lock(&lk, d) == 0, "lock: %s", dsv3_error());
+    char want[64];
+    snprintf(want, sizeof want, "in use by pid %d", (int)getpid());
+    CHECK(dsv3_data_prepare_files(tok, good, 1, &o, &st) == -1 && strstr(dsv3_error(), want), "locked folder (%s)",
+          dsv3_error());
+    dsv3_dir_unlock(&lk);
+    CHECK(dirs_identical(d, snap) >= 4, "refused run wrote nothing");
+    o.seed = 5;
+    CHECK(dsv3_data_prepare_files(tok, good, 1, &o, &st) == 0 && st.generation == 2, "unlocked: runs (%s)",
+          dsv3_error());
+    r = dsv3_data_open(d, "train", 1);
+    CHECK(r && dsv3_data_digest(r) != digest, "new dataset in place");
+    dsv3_data_close(r);
+    free(snap), free(bad);
+    rm_rf(d), rm_rf(t);
+    free(d), free(t);
 }
 
 static void test_slicing(void) {
@@ -470,8 +830,13 @@ int main(void) {
     test_documents();
     test_prepare(1);
     test_prepare(0);
+    test_shuffle();
+    test_stream_files();
+    test_bad_runs();
     test_corrupt();
+    test_mixed();
     test_rerun_same_dir();
+    test_failed_run_keeps_old();
     test_slicing();
     dsv3_tokenizer_free(tok);
     return test_report("test_data");

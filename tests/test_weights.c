@@ -476,7 +476,9 @@ static void test_fixtures(void) {
         }
         n++;
     }
+    CHECK(dd != NULL, "model fixture directory tests/fixtures/model is missing");
     if (dd) closedir(dd);
+    CHECK(n >= 11, "only %d oracle fixture model(s) under tests/fixtures/model (expected >= 11)", n);
     printf("loaded %d oracle fixture model(s)\n", n);
 }
 

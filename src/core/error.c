@@ -44,7 +44,10 @@ static void oom(size_t n) {
     fprintf(stderr, "dsv3: out of memory allocating %zu bytes\n", n);
     abort();
 }
-void *dsv3_malloc(size_t n) { void *p = malloc(n ? n : 1); if (!p) oom(n); return p; }
-void *dsv3_calloc(size_t n, size_t size) { void *p = calloc(n ? n : 1, size ? size : 1); if (!p) oom(n * size); return p; }
-void *dsv3_realloc(void *p, size_t n) { void *q = realloc(p, n ? n : 1); if (!q) oom(n); return q; }
+static unsigned long g_allocs; // allocations made through these wrappers (dsv3_alloc_count)
+static void counted(void) { __atomic_add_fetch(&g_allocs, 1, __ATOMIC_RELAXED); }
+unsigned long dsv3_alloc_count(void) { return __atomic_load_n(&g_allocs, __ATOMIC_RELAXED); }
+void *dsv3_malloc(size_t n) { counted(); void *p = malloc(n ? n : 1); if (!p) oom(n); return p; }
+void *dsv3_calloc(size_t n, size_t size) { counted(); void *p = calloc(n ? n : 1, size ? size : 1); if (!p) oom(n * size); return p; }
+void *dsv3_realloc(void *p, size_t n) { counted(); void *q = realloc(p, n ? n : 1); if (!q) oom(n); return q; }
 char *dsv3_strdup(const char *s) { size_t n = strlen(s) + 1; char *p = dsv3_malloc(n); memcpy(p, s, n); return p; }

@@ -26,3 +26,6 @@ void *dsv3_malloc(size_t n);
 void *dsv3_calloc(size_t n, size_t size);
 void *dsv3_realloc(void *p, size_t n);
 char *dsv3_strdup(const char *s);
+// Number of allocations made through the wrappers above since start (a training or decode step
+// must not change it: tests check the count across a step).
+unsigned long dsv3_alloc_count(void);

@@ -35,68 +35,131 @@ int dsv3_npy_write_f32(const char *path, const float *data, int ndim, const int6
     return dsv3_writer_commit(&w);
 }
 
-// Find `'key':` in the header dict and return a pointer just past the colon and spaces.
-static const char *dict_value(const char *h, const char *key) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "'%s'", key);
-    const char *p = strstr(h, pat);
-    if (!p) return NULL;
-    p += strlen(pat);
-    while (*p == ' ') p++;
-    if (*p != ':') return NULL;
-    p++;
-    while (*p == ' ') p++;
-    return p;
+// ---------------------------------------------------------------------------------------------
+// Reader. The header is a Python dict literal as numpy writes it; this parser accepts exactly
+// that grammar (quoted keys, a quoted descr, True/False, a tuple of non-negative integers), with
+// any spacing, each key once, an optional trailing comma, then spaces and a final '\n'.
+
+typedef struct { const char *p, *end; } npy_cur;
+
+static void skip_ws(npy_cur *c) { while (c->p < c->end && (*c->p == ' ' || *c->p == '\t')) c->p++; }
+static int eat(npy_cur *c, char ch) {
+    skip_ws(c);
+    if (c->p < c->end && *c->p == ch) { c->p++; return 1; }
+    return 0;
+}
+// A quoted string ('...' or "..."; no escapes) into out[cap]. 0 or -1.
+static int quoted(npy_cur *c, char *out, size_t cap) {
+    skip_ws(c);
+    if (c->p >= c->end || (*c->p != '\'' && *c->p != '"')) return -1;
+    const char q = *c->p++;
+    size_t n = 0;
+    while (c->p < c->end && *c->p != q) {
+        if (*c->p == '\\' || *c->p == '\n' || n + 1 >= cap) return -1;
+        out[n++] = *c->p++;
+    }
+    if (c->p >= c->end) return -1;
+    c->p++;
+    out[n] = 0;
+    return 0;
+}
+static int word(npy_cur *c, const char *w) {
+    skip_ws(c);
+    size_t n = strlen(w);
+    if ((size_t)(c->end - c->p) >= n && memcmp(c->p, w, n) == 0) { c->p += n; return 1; }
+    return 0;
+}
+
+int dsv3_npy_parse(const unsigned char *u, size_t size, const char *name, dsv3_npy_info *info) {
+    memset(info, 0, sizeof *info);
+    if (size < 10 || memcmp(u, "\x93NUMPY", 6) != 0) return dsv3_errorf("%s: not a .npy file (bad magic)", name);
+    size_t hlen, hoff;
+    if (u[6] == 1) hlen = u[8] | (size_t)u[9] << 8, hoff = 10;
+    else if (u[6] == 2 || u[6] == 3) {
+        if (size < 12) return dsv3_errorf("%s: truncated .npy header", name);
+        hlen = u[8] | (size_t)u[9] << 8 | (size_t)u[10] << 16 | (size_t)u[11] << 24, hoff = 12;
+    } else return dsv3_errorf("%s: unsupported .npy version %d", name, u[6]);
+    if (hlen > DSV3_NPY_MAX_HEADER) return dsv3_errorf("%s: .npy header of %zu bytes (at most %d supported)", name, hlen, DSV3_NPY_MAX_HEADER);
+    if (hlen > size - hoff) return dsv3_errorf("%s: truncated .npy header (%zu bytes, file %zu)", name, hlen, size);
+    npy_cur c = {(const char *)u + hoff, (const char *)u + hoff + hlen};
+    int have_d = 0, have_f = 0, have_s = 0;
+    char key[32], descr[16];
+    if (!eat(&c, '{')) return dsv3_errorf("%s: .npy header is not a dict", name);
+    while (!eat(&c, '}')) {
+        if (quoted(&c, key, sizeof key) != 0 || !eat(&c, ':')) return dsv3_errorf("%s: malformed .npy header dict", name);
+        if (strcmp(key, "descr") == 0 && !have_d) {
+            if (quoted(&c, descr, sizeof descr) != 0) return dsv3_errorf("%s: .npy 'descr' is not a string", name);
+            if (strcmp(descr, "<f4") == 0) info->dtype = DSV3_NPY_F32, info->elem_size = 4;
+            else if (strcmp(descr, "<i4") == 0) info->dtype = DSV3_NPY_I32, info->elem_size = 4;
+            else if (strcmp(descr, "<i8") == 0) info->dtype = DSV3_NPY_I64, info->elem_size = 8;
+            else return dsv3_errorf("%s: .npy dtype '%.8s' is not supported (expected '<f4', '<i4' or '<i8')", name, descr);
+            have_d = 1;
+        } else if (strcmp(key, "fortran_order") == 0 && !have_f) {
+            if (word(&c, "True")) return dsv3_errorf("%s: .npy is Fortran-ordered (expected C order)", name);
+            if (!word(&c, "False")) return dsv3_errorf("%s: .npy 'fortran_order' is not True or False", name);
+            have_f = 1;
+        } else if (strcmp(key, "shape") == 0 && !have_s) {
+            if (!eat(&c, '(')) return dsv3_errorf("%s: .npy shape is not a tuple", name);
+            uint64_t count = 1;
+            int nd = 0;
+            while (!eat(&c, ')')) {
+                skip_ws(&c);
+                if (c.p >= c.end || *c.p < '0' || *c.p > '9') return dsv3_errorf("%s: bad .npy shape", name);
+                uint64_t v = 0;
+                while (c.p < c.end && *c.p >= '0' && *c.p <= '9') {
+                    v = v * 10 + (uint64_t)(*c.p++ - '0');
+                    if (v > ((uint64_t)1 << 48)) return dsv3_errorf("%s: .npy dimension too large", name);
+                }
+                if (nd == DSV3_NPY_MAX_DIMS) return dsv3_errorf("%s: .npy rank above %d", name, DSV3_NPY_MAX_DIMS);
+                if (v && count > ((uint64_t)1 << 48) / v) return dsv3_errorf("%s: .npy shape too large", name);
+                info->shape[nd++] = (int64_t)v;
+                count *= v;
+                // "(3,)" and "(3, 4)": a comma after each entry except possibly the last; one entry needs it
+                if (!eat(&c, ',')) {
+                    if (!eat(&c, ')')) return dsv3_errorf("%s: bad .npy shape", name);
+                    if (nd == 1) return dsv3_errorf("%s: bad .npy shape (a 1-tuple needs a trailing comma)", name);
+                    break;
+                }
+            }
+            info->ndim = nd;
+            info->count = count;
+            have_s = 1;
+        } else return dsv3_errorf("%s: .npy header key '%s' is unknown or repeated", name, key);
+        if (!eat(&c, ',')) {
+            if (!eat(&c, '}')) return dsv3_errorf("%s: malformed .npy header dict", name);
+            break;
+        }
+    }
+    if (!have_d || !have_f || !have_s) return dsv3_errorf("%s: .npy header lacks descr/fortran_order/shape", name);
+    skip_ws(&c);
+    if (c.p + 1 != c.end || *c.p != '\n') return dsv3_errorf("%s: .npy header must end with spaces and a newline", name);
+    info->data_offset = hoff + hlen;
+    const uint64_t have = size - info->data_offset, want = info->count * info->elem_size;
+    if (have != want)
+        return dsv3_errorf("%s: .npy data is %llu bytes (expected %llu for the shape)", name, (unsigned long long)have,
+                           (unsigned long long)want);
+    return 0;
 }
 
 int dsv3_npy_read_f32(const char *path, float **data, int *ndim, int64_t shape[DSV3_NPY_MAX_DIMS]) {
     *data = NULL;
-    size_t size;
-    char *buf = dsv3_read_file(path, &size);
-    if (!buf) return -1;
-    const unsigned char *u = (const unsigned char *)buf;
-    if (size < 10 || memcmp(u, "\x93NUMPY", 6) != 0) { free(buf); return dsv3_errorf("%s: not a .npy file (bad magic)", path); }
-    size_t hlen, hoff;
-    if (u[6] == 1) { hlen = u[8] | (size_t)u[9] << 8; hoff = 10; }
-    else if (u[6] == 2 || u[6] == 3) {
-        if (size < 12) { free(buf); return dsv3_errorf("%s: truncated .npy header", path); }
-        hlen = u[8] | (size_t)u[9] << 8 | (size_t)u[10] << 16 | (size_t)u[11] << 24; hoff = 12;
-    } else { int v = u[6]; free(buf); return dsv3_errorf("%s: unsupported .npy version %d", path, v); }
-    if (hoff + hlen > size) { free(buf); return dsv3_errorf("%s: truncated .npy header (%zu bytes, file %zu)", path, hlen, size); }
-    char *h = dsv3_malloc(hlen + 1);
-    memcpy(h, buf + hoff, hlen);
-    h[hlen] = '\0';
+    dsv3_mmap m;
+    if (dsv3_mmap_open(&m, path) != 0) return -1;
+    dsv3_npy_info info;
     int rc = -1;
-    const char *d = dict_value(h, "descr"), *f = dict_value(h, "fortran_order"), *s = dict_value(h, "shape");
-    if (!d || !f || !s) { dsv3_errorf("%s: .npy header lacks descr/fortran_order/shape", path); goto out; }
-    if (strncmp(d, "'<f4'", 5) != 0) { dsv3_errorf("%s: .npy dtype is not float32 '<f4'", path); goto out; }
-    if (strncmp(f, "False", 5) != 0) { dsv3_errorf("%s: .npy is Fortran-ordered (expected C order)", path); goto out; }
-    if (*s != '(') { dsv3_errorf("%s: .npy shape is not a tuple", path); goto out; }
-    s++;
-    int nd = 0;
-    size_t count = 1;
-    for (;;) {
-        while (*s == ' ' || *s == ',') s++;
-        if (*s == ')') break;
-        char *end;
-        long long v = strtoll(s, &end, 10);
-        if (end == s || v < 0) { dsv3_errorf("%s: bad .npy shape", path); goto out; }
-        if (nd == DSV3_NPY_MAX_DIMS) { dsv3_errorf("%s: .npy rank above %d", path, DSV3_NPY_MAX_DIMS); goto out; }
-        if (v > 0 && count > ((size_t)1 << 40) / (size_t)v) { dsv3_errorf("%s: .npy shape too large", path); goto out; }
-        shape[nd++] = v;
-        count *= (size_t)v;
-        s = end;
-    }
-    if (size - hoff - hlen != count * sizeof(float)) {
-        dsv3_errorf("%s: .npy data is %zu bytes (expected %zu for the shape)", path, size - hoff - hlen, count * sizeof(float));
+    if (dsv3_npy_parse(m.data, m.size, path, &info) != 0) goto out;
+    if (info.dtype != DSV3_NPY_F32) { dsv3_errorf("%s: .npy dtype is not float32 '<f4'", path); goto out; }
+    if (info.count * 4 > DSV3_NPY_MAX_READ_BYTES) {
+        dsv3_errorf("%s: .npy data of %llu bytes is above the %llu GiB read limit", path, (unsigned long long)info.count * 4,
+                    (unsigned long long)(DSV3_NPY_MAX_READ_BYTES >> 30));
         goto out;
     }
-    *data = dsv3_malloc(count ? count * sizeof(float) : 1);
-    memcpy(*data, buf + hoff + hlen, count * sizeof(float));
-    *ndim = nd;
+    *data = dsv3_malloc(info.count ? info.count * 4 : 1);
+    if (info.count) memcpy(*data, m.data + info.data_offset, info.count * 4);
+    *ndim = info.ndim;
+    for (int i = 0; i < info.ndim; i++) shape[i] = info.shape[i];
     rc = 0;
 out:
-    free(h);
-    free(buf);
+    dsv3_mmap_close(&m);
     return rc;
 }

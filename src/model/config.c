@@ -338,7 +338,7 @@ out:
 int dsv3_config_load(dsv3_config *c, const char *path) {
     memset(c, 0, sizeof *c);
     size_t n = 0;
-    char *text = dsv3_read_file(path, &n);
+    char *text = dsv3_read_file_max(path, DSV3_READ_MAX_JSON, "a config.json", &n);
     if (!text) return -1;
     if (strlen(text) != n) { free(text); return dsv3_errorf("%s: malformed JSON (contains a NUL byte)", path); }
     int rc = dsv3_config_parse(c, text, path);

@@ -75,24 +75,29 @@ void dsv3_rope_inv_freq(const dsv3_config *c, float *inv_freq);
 // cos/sin multiplier (HF attention_factor; 1.0 for V3).
 double dsv3_rope_attention_factor(const dsv3_config *c);
 
-// Counts for `dsv3 info`
+// Counts for `dsv3 info`: exact unsigned integers. dsv3_config_validate bounds every dimension
+// (below 2^31, experts <= 2^16, layers <= 10^5), so every count and every count x ctx (ctx <= 2^40)
+// stays below 2^100; 128-bit integers hold them exactly (doubles would go wrong past 2^53).
+__extension__ typedef unsigned __int128 dsv3_count;
 typedef struct {
-    double total_params;      // main model (embedding + layers + final norm + head)
-    double active_params;     // per token: all but the unchosen routed experts
-    double mtp_params;        // MTP modules, excluding the shared embedding and head
-    double kv_bytes_per_token;      // MLA latent cache (kv_lora + rope) x layers x 2 bytes (bf16)
-    double mha_kv_bytes_per_token;  // equivalent per-head K and V cache in bf16
-    double flops_per_token;   // forward FLOPs per token (2 x active matmul params, attention excluded)
+    dsv3_count total_params;      // main model (embedding + layers + final norm + head)
+    dsv3_count active_params;     // per token: all but the unchosen routed experts
+    dsv3_count mtp_params;        // MTP modules, excluding the shared embedding and head
+    dsv3_count kv_bytes_per_token;      // MLA latent cache (kv_lora + rope) x layers x 2 bytes (bf16)
+    dsv3_count mha_kv_bytes_per_token;  // equivalent per-head K and V cache in bf16
+    dsv3_count flops_per_token;   // forward FLOPs per token (2 x active matmul params, attention excluded)
     // Breakdown (added with `dsv3 info`):
-    double embed_params;            // V*d (the head has the same count unless tied)
-    double head_params;             // V*d, 0 when tie_word_embeddings
-    double attn_params_per_layer;   // MLA projections + q_a/kv_a norms (+ biases); excludes the 2 block norms
-    double dense_ffn_params_per_layer; // 3*d*I
-    double expert_params;           // one routed expert, 3*d*Im
-    double moe_ffn_params_per_layer;   // all experts + shared + router weight (+ correction bias)
-    double mtp_active_params;       // MTP active per token, including the shared embedding and head
-    double active_matmul_params;    // active params that are matrix multiplies (no embedding, norms, biases)
-    double attn_flops_per_ctx_token; // score + value FLOPs per token per attended position, all layers:
-                                     // 2*L*H*(qk + v) (MLA computed naively: q·k over qk dims, p·v over v dims)
+    dsv3_count embed_params;            // V*d (the head has the same count unless tied)
+    dsv3_count head_params;             // V*d, 0 when tie_word_embeddings
+    dsv3_count attn_params_per_layer;   // MLA projections + q_a/kv_a norms (+ biases); excludes the 2 block norms
+    dsv3_count dense_ffn_params_per_layer; // 3*d*I
+    dsv3_count expert_params;           // one routed expert, 3*d*Im
+    dsv3_count moe_ffn_params_per_layer;   // all experts + shared + router weight (+ correction bias)
+    dsv3_count mtp_active_params;       // MTP active per token, including the shared embedding and head
+    dsv3_count active_matmul_params;    // active params that are matrix multiplies (no embedding, norms, biases)
+    dsv3_count attn_flops_per_ctx_token; // score + value FLOPs per token per attended position, all layers:
+                                         // 2*L*H*(qk + v) (MLA computed naively: q·k over qk dims, p·v over v dims)
 } dsv3_counts;
 void dsv3_config_counts(const dsv3_config *c, dsv3_counts *out);
+// The decimal digits of v (no separators) in buf (cap >= 40 holds any value); returns buf.
+char *dsv3_count_str(char *buf, unsigned long cap, dsv3_count v);

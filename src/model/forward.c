@@ -75,6 +75,13 @@ int dsv3_fwd_init(dsv3_fwd *f, const dsv3_model *m) {
     return 0;
 }
 
+void dsv3_fwd_weights_changed(dsv3_fwd *f) {
+    for (int i = 0; i < f->m->n_layers_loaded; i++) {
+        free(f->kvb_f32[i]); free(f->wuk_t[i]);
+        f->kvb_f32[i] = NULL; f->wuk_t[i] = NULL;
+    }
+}
+
 void dsv3_fwd_free(dsv3_fwd *f) {
     if (f->kvb_f32)
         for (int i = 0; i < f->m->n_layers_loaded; i++) { free(f->kvb_f32[i]); free(f->wuk_t[i]); }

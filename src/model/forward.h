@@ -49,6 +49,9 @@ typedef struct {
 
 int dsv3_fwd_init(dsv3_fwd *f, const dsv3_model *m);
 void dsv3_fwd_free(dsv3_fwd *f);
+// The model's weights changed (an optimizer step on a training model's masters): drops the caches
+// derived from them (fp32 kv_b_proj, W_UK/W_UV), rebuilt on the next absorbed forward.
+void dsv3_fwd_weights_changed(dsv3_fwd *f);
 
 // Main-model forward over ids[T]. Returns 0, or -1 with dsv3_error() (bad token id, T <= 0).
 int dsv3_forward(dsv3_fwd *f, const int32_t *ids, int T, const dsv3_forward_opts *o);

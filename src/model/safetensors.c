@@ -177,7 +177,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 static int st_open_index(dsv3_st *st, const char *dir, const char *index_path) {
     size_t text_len = 0;
-    char *text = dsv3_read_file(index_path, &text_len);
+    char *text = dsv3_read_file_max(index_path, DSV3_READ_MAX_JSON, "a safetensors index", &text_len);
     if (!text) return -1;
     if (dsv3_json_has_nul_escape(text, text_len)) {
         free(text);

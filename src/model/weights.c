@@ -2,6 +2,7 @@
 // docs/MODEL.md). Every needed tensor must exist with the exact expected shape and a supported dtype.
 // FP8-ness is keyed on the dtype (F8_E4M3 needs a `<name>_scale_inv` F32 block-scale grid), never on names.
 #include "model/weights.h"
+#include "model/params.h"
 #include "core/error.h"
 #include "numerics/bf16.h"
 #include <stdint.h>
@@ -138,13 +139,10 @@ static int bind_mat(loader *L, dsv3_mat *w, const char *name, int64_t rows, int6
     return 0;
 }
 
-// Routed experts: per-expert tensors, or transformers-5 fused gate_up_proj [E, 2Im, d] / down_proj [E, d, Im].
+// Routed experts stored as transformers-5 fused gate_up_proj [E, 2Im, d] / down_proj [E, d, Im].
 static int bind_experts(loader *L, dsv3_layer *ly, const char *pre) {
     const dsv3_config *c = &L->m->cfg;
     const int E = c->n_routed_experts, Im = c->moe_intermediate_size, d = c->hidden_size;
-    ly->exp_gate = own(L->m, dsv3_calloc(E, sizeof(dsv3_mat)));
-    ly->exp_up = own(L->m, dsv3_calloc(E, sizeof(dsv3_mat)));
-    ly->exp_down = own(L->m, dsv3_calloc(E, sizeof(dsv3_mat)));
     char name[512];
     snprintf(name, sizeof name, "%smlp.experts.gate_up_proj", pre);
     if (dsv3_st_find(&L->m->st, name)) {
@@ -189,68 +187,7 @@ static int bind_experts(loader *L, dsv3_layer *ly, const char *pre) {
         }
         return 0;
     }
-    for (int e = 0; e < E; e++) {
-        snprintf(name, sizeof name, "%smlp.experts.%d.gate_proj.weight", pre, e);
-        if (bind_mat(L, &ly->exp_gate[e], name, Im, d, 1) < 0) return -1;
-        snprintf(name, sizeof name, "%smlp.experts.%d.up_proj.weight", pre, e);
-        if (bind_mat(L, &ly->exp_up[e], name, Im, d, 1) < 0) return -1;
-        snprintf(name, sizeof name, "%smlp.experts.%d.down_proj.weight", pre, e);
-        if (bind_mat(L, &ly->exp_down[e], name, d, Im, 1) < 0) return -1;
-    }
-    return 0;
-}
-
-// One decoder layer (attention + dense or MoE FFN) under "model.layers.{idx}.".
-static int bind_layer(loader *L, dsv3_layer *ly, int idx) {
-    const dsv3_config *c = &L->m->cfg;
-    const int64_t d = c->hidden_size, H = c->num_attention_heads, qk = dsv3_qk_head_dim(c);
-    const int64_t ql = c->q_lora_rank, kvl = c->kv_lora_rank, rope = c->qk_rope_head_dim;
-    const int64_t nope = c->qk_nope_head_dim, v = c->v_head_dim;
-    char pre[64], n[512];
-    snprintf(pre, sizeof pre, "model.layers.%d.", idx);
-#define NAME(s) (snprintf(n, sizeof n, "%s%s", pre, s), n)
-    if (bind_vec(L, &ly->input_layernorm, NAME("input_layernorm.weight"), d, 1) < 0) return -1;
-    if (bind_vec(L, &ly->post_attention_layernorm, NAME("post_attention_layernorm.weight"), d, 1) < 0) return -1;
-    if (ql > 0) {
-        if (bind_mat(L, &ly->q_a_proj, NAME("self_attn.q_a_proj.weight"), ql, d, 1) < 0) return -1;
-        if (bind_vec(L, &ly->q_a_layernorm, NAME("self_attn.q_a_layernorm.weight"), ql, 1) < 0) return -1;
-        if (bind_mat(L, &ly->q_b_proj, NAME("self_attn.q_b_proj.weight"), H * qk, ql, 1) < 0) return -1;
-        if (c->attention_bias && bind_vec(L, &ly->q_a_proj_bias, NAME("self_attn.q_a_proj.bias"), ql, 1) < 0) return -1;
-    } else {
-        // q_proj never has a bias (HF: bias=False whatever attention_bias says; a stored one is ignored)
-        if (bind_mat(L, &ly->q_proj, NAME("self_attn.q_proj.weight"), H * qk, d, 1) < 0) return -1;
-    }
-    if (bind_mat(L, &ly->kv_a_proj, NAME("self_attn.kv_a_proj_with_mqa.weight"), kvl + rope, d, 1) < 0) return -1;
-    if (bind_vec(L, &ly->kv_a_layernorm, NAME("self_attn.kv_a_layernorm.weight"), kvl, 1) < 0) return -1;
-    if (bind_mat(L, &ly->kv_b_proj, NAME("self_attn.kv_b_proj.weight"), H * (nope + v), kvl, 1) < 0) return -1;
-    if (bind_mat(L, &ly->o_proj, NAME("self_attn.o_proj.weight"), d, H * v, 1) < 0) return -1;
-    if (c->attention_bias) {
-        if (bind_vec(L, &ly->kv_a_proj_bias, NAME("self_attn.kv_a_proj_with_mqa.bias"), kvl + rope, 1) < 0) return -1;
-        if (bind_vec(L, &ly->o_proj_bias, NAME("self_attn.o_proj.bias"), d, 1) < 0) return -1;
-    }
-    ly->is_moe = dsv3_layer_is_moe(c, idx);
-    if (!ly->is_moe) {
-        const int64_t I = c->intermediate_size;
-        if (bind_mat(L, &ly->gate_proj, NAME("mlp.gate_proj.weight"), I, d, 1) < 0) return -1;
-        if (bind_mat(L, &ly->up_proj, NAME("mlp.up_proj.weight"), I, d, 1) < 0) return -1;
-        if (bind_mat(L, &ly->down_proj, NAME("mlp.down_proj.weight"), d, I, 1) < 0) return -1;
-        return 0;
-    }
-    const int64_t E = c->n_routed_experts, Ish = (int64_t)c->moe_intermediate_size * c->n_shared_experts;
-    if (bind_mat(L, &ly->router, NAME("mlp.gate.weight"), E, d, 1) < 0) return -1;
-    if (c->use_correction_bias && bind_vec(L, &ly->correction_bias, NAME("mlp.gate.e_score_correction_bias"), E, 1) < 0) return -1;
-    if (bind_experts(L, ly, pre) < 0) return -1;
-    if (Ish > 0) {
-        if (bind_mat(L, &ly->sh_gate, NAME("mlp.shared_experts.gate_proj.weight"), Ish, d, 1) < 0) return -1;
-        if (bind_mat(L, &ly->sh_up, NAME("mlp.shared_experts.up_proj.weight"), Ish, d, 1) < 0) return -1;
-        if (bind_mat(L, &ly->sh_down, NAME("mlp.shared_experts.down_proj.weight"), d, Ish, 1) < 0) return -1;
-    } else {
-        mat_init(L, &ly->sh_gate, DSV3_F32, NULL, 0, (int)d);
-        mat_init(L, &ly->sh_up, DSV3_F32, NULL, 0, (int)d);
-        mat_init(L, &ly->sh_down, DSV3_F32, NULL, (int)d, 0);
-    }
-    return 0;
-#undef NAME
+    return dsv3_errorf("%s: tensor '%s' is missing", L->dir, name);
 }
 
 // Whether any tensor name starts with `prefix` (tensors are sorted by name).
@@ -265,42 +202,120 @@ static int st_has_prefix(const dsv3_st *st, const char *prefix) {
     return lo < st->ntensors && strncmp(st->tensors[lo].name, prefix, n) == 0;
 }
 
-static int bind_mtp(loader *L, dsv3_layer *ly, int idx) {
-    const dsv3_config *c = &L->m->cfg;
-    const int64_t d = c->hidden_size, V = c->vocab_size;
-    char n[512];
-#define NAME(s) (snprintf(n, sizeof n, "model.layers.%d.%s", idx, s), n)
-    if (bind_vec(L, &ly->enorm, NAME("enorm.weight"), d, 1) < 0) return -1;
-    if (bind_vec(L, &ly->hnorm, NAME("hnorm.weight"), d, 1) < 0) return -1;
-    if (bind_mat(L, &ly->eh_proj, NAME("eh_proj.weight"), d, 2 * d, 1) < 0) return -1;
-    if (bind_vec(L, &ly->shared_head_norm, NAME("shared_head.norm.weight"), d, 1) < 0) return -1;
-    if (bind_mat(L, &ly->mtp_head, NAME("shared_head.head.weight"), V, d, 0) < 0) return -1;
-    if (!ly->mtp_head.data) ly->mtp_head = L->m->lm_head;
-    if (bind_mat(L, &ly->mtp_embed, NAME("embed_tokens.weight"), V, d, 0) < 0) return -1;
-    if (!ly->mtp_embed.data) ly->mtp_embed = L->m->embed;
-#undef NAME
-    return bind_layer(L, ly, idx);
+dsv3_mat *dsv3_model_mat(dsv3_model *m, const dsv3_param *p) {
+    dsv3_layer *ly = p->layer >= 0 ? &m->layers[p->layer] : NULL;
+    switch (p->kind) {
+    case DSV3_P_EMBED: return &m->embed;
+    case DSV3_P_HEAD: return &m->lm_head;
+    case DSV3_P_Q_A: return &ly->q_a_proj;
+    case DSV3_P_Q_B: return &ly->q_b_proj;
+    case DSV3_P_Q: return &ly->q_proj;
+    case DSV3_P_KV_A: return &ly->kv_a_proj;
+    case DSV3_P_KV_B: return &ly->kv_b_proj;
+    case DSV3_P_O: return &ly->o_proj;
+    case DSV3_P_GATE: return &ly->gate_proj;
+    case DSV3_P_UP: return &ly->up_proj;
+    case DSV3_P_DOWN: return &ly->down_proj;
+    case DSV3_P_ROUTER: return &ly->router;
+    case DSV3_P_EXP_GATE: return &ly->exp_gate[p->expert];
+    case DSV3_P_EXP_UP: return &ly->exp_up[p->expert];
+    case DSV3_P_EXP_DOWN: return &ly->exp_down[p->expert];
+    case DSV3_P_SH_GATE: return &ly->sh_gate;
+    case DSV3_P_SH_UP: return &ly->sh_up;
+    case DSV3_P_SH_DOWN: return &ly->sh_down;
+    case DSV3_P_EH_PROJ: return &ly->eh_proj;
+    case DSV3_P_MTP_HEAD: return &ly->mtp_head;
+    case DSV3_P_MTP_EMBED: return &ly->mtp_embed;
+    default: return NULL;
+    }
 }
 
+float **dsv3_model_vec(dsv3_model *m, const dsv3_param *p) {
+    dsv3_layer *ly = p->layer >= 0 ? &m->layers[p->layer] : NULL;
+    switch (p->kind) {
+    case DSV3_P_NORM: return &m->norm;
+    case DSV3_P_IN_NORM: return &ly->input_layernorm;
+    case DSV3_P_POST_NORM: return &ly->post_attention_layernorm;
+    case DSV3_P_Q_A_NORM: return &ly->q_a_layernorm;
+    case DSV3_P_Q_A_BIAS: return &ly->q_a_proj_bias;
+    case DSV3_P_KV_A_NORM: return &ly->kv_a_layernorm;
+    case DSV3_P_KV_A_BIAS: return &ly->kv_a_proj_bias;
+    case DSV3_P_O_BIAS: return &ly->o_proj_bias;
+    case DSV3_P_CORR_BIAS: return &ly->correction_bias;
+    case DSV3_P_ENORM: return &ly->enorm;
+    case DSV3_P_HNORM: return &ly->hnorm;
+    case DSV3_P_SHEAD_NORM: return &ly->shared_head_norm;
+    default: return NULL;
+    }
+}
+
+int dsv3_model_mtp_present(const dsv3_model *m, int D) {
+    int n = 0;
+    for (int i = 0; i < D; i++) {
+        char pre[64];
+        snprintf(pre, sizeof pre, "model.layers.%d.", m->cfg.num_hidden_layers + i);
+        if (!st_has_prefix(&m->st, pre)) break; // checkpoint without (these) MTP modules: main model only
+        n = i + 1;
+    }
+    return n;
+}
+
+void dsv3_model_layers_alloc(dsv3_model *m, int n_mtp) {
+    const dsv3_config *c = &m->cfg;
+    const int N = c->num_hidden_layers, E = c->n_routed_experts, d = c->hidden_size;
+    m->layers = own(m, dsv3_calloc((size_t)N + (c->num_nextn_predict_layers > n_mtp ? c->num_nextn_predict_layers : n_mtp),
+                                   sizeof *m->layers));
+    m->n_layers_loaded = N + n_mtp;
+    for (int l = 0; l < m->n_layers_loaded; l++) {
+        dsv3_layer *ly = &m->layers[l];
+        ly->is_moe = dsv3_layer_is_moe(c, l);
+        if (!ly->is_moe) continue;
+        ly->exp_gate = own(m, dsv3_calloc(E, sizeof(dsv3_mat)));
+        ly->exp_up = own(m, dsv3_calloc(E, sizeof(dsv3_mat)));
+        ly->exp_down = own(m, dsv3_calloc(E, sizeof(dsv3_mat)));
+        if (c->n_shared_experts == 0) { // no shared experts: empty (0-row) matrices
+            loader L = {m, ""};
+            mat_init(&L, &ly->sh_gate, DSV3_F32, NULL, 0, d);
+            mat_init(&L, &ly->sh_up, DSV3_F32, NULL, 0, d);
+            mat_init(&L, &ly->sh_down, DSV3_F32, NULL, d, 0);
+        }
+    }
+}
+
+// Binds every entry of the parameter table (params.h) in table order.
 static int model_bind(dsv3_model *m, const char *dir) {
     loader L = {m, dir};
     const dsv3_config *c = &m->cfg;
-    const int64_t d = c->hidden_size, V = c->vocab_size;
-    const int N = c->num_hidden_layers, D = c->num_nextn_predict_layers;
-    if (bind_mat(&L, &m->embed, "model.embed_tokens.weight", V, d, 1) < 0) return -1;
-    if (bind_vec(&L, &m->norm, "model.norm.weight", d, 1) < 0) return -1;
+    const int n_mtp = dsv3_model_mtp_present(m, c->num_nextn_predict_layers);
+    dsv3_param_table t;
+    dsv3_param_table_build(&t, c, n_mtp);
+    dsv3_model_layers_alloc(m, n_mtp);
+    int rc = 0, fused_layer = -1;
+    for (int i = 0; i < t.n && rc == 0; i++) {
+        const dsv3_param *p = &t.p[i];
+        if (p->kind == DSV3_P_EXP_GATE && p->expert == 0) { // fused experts replace the per-expert entries
+            char pre[64], name[96];
+            snprintf(pre, sizeof pre, "model.layers.%d.", p->layer);
+            snprintf(name, sizeof name, "%smlp.experts.gate_up_proj", pre);
+            if (dsv3_st_find(&m->st, name)) {
+                if ((rc = bind_experts(&L, &m->layers[p->layer], pre)) < 0) break;
+                fused_layer = p->layer;
+            }
+        }
+        if ((p->kind == DSV3_P_EXP_GATE || p->kind == DSV3_P_EXP_UP || p->kind == DSV3_P_EXP_DOWN) && p->layer == fused_layer)
+            continue;
+        const int required = !(p->flags & DSV3_PF_OPTIONAL);
+        dsv3_mat *w = dsv3_model_mat(m, p);
+        if (w) rc = bind_mat(&L, w, p->name, p->rows, p->cols, required);
+        else rc = bind_vec(&L, dsv3_model_vec(m, p), p->name, p->rows, required);
+    }
+    dsv3_param_table_free(&t);
+    if (rc < 0) return -1;
     if (c->tie_word_embeddings) m->lm_head = m->embed;
-    else if (bind_mat(&L, &m->lm_head, "lm_head.weight", V, d, 1) < 0) return -1;
-    m->layers = own(m, dsv3_calloc((size_t)N + D, sizeof *m->layers));
-    for (int l = 0; l < N; l++)
-        if (bind_layer(&L, &m->layers[l], l) < 0) return -1;
-    m->n_layers_loaded = N;
-    for (int i = 0; i < D; i++) {
-        char pre[64];
-        snprintf(pre, sizeof pre, "model.layers.%d.", N + i);
-        if (!st_has_prefix(&m->st, pre)) break; // checkpoint without (these) MTP modules: main model only
-        if (bind_mtp(&L, &m->layers[N + i], N + i) < 0) return -1;
-        m->n_layers_loaded = N + i + 1;
+    for (int l = c->num_hidden_layers; l < m->n_layers_loaded; l++) { // absent MTP copies: the main tensors
+        dsv3_layer *ly = &m->layers[l];
+        if (!ly->mtp_head.data) ly->mtp_head = m->lm_head;
+        if (!ly->mtp_embed.data) ly->mtp_embed = m->embed;
     }
     return 0;
 }

@@ -53,3 +53,14 @@ typedef struct {
 // right shape and dtype. Returns 0, or -1 with dsv3_error() naming file, tensor and problem.
 int dsv3_model_load(dsv3_model *m, const char *dir);
 void dsv3_model_free(dsv3_model *m);
+
+// Binding by the parameter table (params.h): the field of `m` an entry binds to. dsv3_model_mat
+// returns NULL for 1-D entries, dsv3_model_vec NULL for 2-D ones.
+#include "model/params.h"
+dsv3_mat *dsv3_model_mat(dsv3_model *m, const dsv3_param *p);
+float **dsv3_model_vec(dsv3_model *m, const dsv3_param *p);
+// Number of MTP layers (of the first D) whose tensors are in the open checkpoint.
+int dsv3_model_mtp_present(const dsv3_model *m, int D);
+// Allocates m->layers for the main model + n_mtp MTP layers (expert arrays, empty shared-expert
+// matrices when n_shared_experts = 0) and sets n_layers_loaded; the tensors are bound afterwards.
+void dsv3_model_layers_alloc(dsv3_model *m, int n_mtp);

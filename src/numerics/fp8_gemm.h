@@ -89,3 +89,9 @@ typedef struct {
 // Runs the study for one K and the n_nc promotion intervals in ncs[] (-1 = fp32 mode, 0 = none),
 // writing rows[0..n_nc). Same data for every interval. Returns 0, or -1 with a message.
 int dsv3_fp8_study_run(const dsv3_fp8_study_cfg *cfg, int K, const int *ncs, int n_nc, dsv3_fp8_study_row *rows);
+// Working memory of one study cell: (M+N)·K·5 bytes of inputs and codes, scales, and M·N·20 bytes of
+// reference and results. dsv3_fp8_study_check refuses a cell above DSV3_FP8_STUDY_MAX_BYTES (0, or -1
+// with a message naming the sizes); dsv3_fp8_study_run checks it first.
+#define DSV3_FP8_STUDY_MAX_BYTES ((uint64_t)2 << 30) // 2 GiB
+uint64_t dsv3_fp8_study_bytes(int M, int N, int K);
+int dsv3_fp8_study_check(const dsv3_fp8_study_cfg *cfg, int K);

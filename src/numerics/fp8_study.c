@@ -20,9 +20,25 @@ static void fill(float *x, size_t n, int dist, uint64_t *s) {
                          : (float)(sqrt(-2.0 * log(unif(s))) * cos(6.283185307179586 * unif(s)));
 }
 
+uint64_t dsv3_fp8_study_bytes(int M, int N, int K) {
+    const uint64_t m = (uint64_t)M, n = (uint64_t)N, k = (uint64_t)K, nk = (k + 127) / 128, nn = (n + 127) / 128;
+    return 5 * (m + n) * k + 4 * (m + nn) * nk + 20 * m * n;
+}
+
+int dsv3_fp8_study_check(const dsv3_fp8_study_cfg *cfg, int K) {
+    const int M = cfg->M, N = cfg->N;
+    if (M < 1 || N < 1 || K < 1 || M > (1 << 20) || N > (1 << 20) || K > (1 << 24))
+        return dsv3_errorf("fp8 study: M, N must be in [1, 2^20] and K in [1, 2^24] (found %d, %d, %d)", M, N, K);
+    const uint64_t need = dsv3_fp8_study_bytes(M, N, K);
+    if (need > DSV3_FP8_STUDY_MAX_BYTES)
+        return dsv3_errorf("fp8 study: M=%d N=%d K=%d needs %.2f GiB of working memory, above the %.0f GiB limit "
+                           "(use a smaller --m/--n/--k)", M, N, K, need / 1073741824.0, DSV3_FP8_STUDY_MAX_BYTES / 1073741824.0);
+    return 0;
+}
+
 int dsv3_fp8_study_run(const dsv3_fp8_study_cfg *cfg, int K, const int *ncs, int n_nc, dsv3_fp8_study_row *rows) {
     const int M = cfg->M, N = cfg->N;
-    if (M < 1 || N < 1 || K < 1) return dsv3_errorf("fp8 study: M, N, K must be >= 1 (found %d, %d, %d)", M, N, K);
+    if (dsv3_fp8_study_check(cfg, K) != 0) return -1;
     const int nk = (K + 127) / 128, nn = (N + 127) / 128;
     uint64_t st = cfg->seed ^ ((uint64_t)K << 32);
     float *a = dsv3_malloc(sizeof(float) * (size_t)M * K), *b = dsv3_malloc(sizeof(float) * (size_t)N * K);

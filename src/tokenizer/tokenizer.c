@@ -18,6 +18,7 @@
 #include "core/text.h"
 
 #define MAX_ID (1 << 22) // ids at or above this are rejected (hostile files must not make us allocate GBs)
+#define DSV3_TOKENIZER_MAX_BYTES ((size_t)256 << 20) // tokenizer.json size cap (DeepSeek-V3's is 7.8 MB)
 
 // ---------------------------------------------------------------------------------------------
 // String -> id hash table (open addressing; strings live in the tokenizer's arena)
@@ -711,11 +712,24 @@ static size_t bytelevel_decode_token(const char *s, size_t len, char *out) {
     return k;
 }
 
-static int32_t lookup_special_name(const dsv3_tokenizer *t, const cJSON *cfg, const char *key, const char *fallback) {
+// bos_token / eos_token of tokenizer_config.json: a string, an AddedToken object with a string
+// "content", or null (no such token, as in HF); absent (or no config file) -> the DeepSeek-V3 name.
+// Anything else is an error rather than a silent fallback. *id = -1 when the name is not a token.
+static int lookup_special_name(const dsv3_tokenizer *t, const cJSON *cfg, const char *cfg_path, const char *key,
+                               const char *fallback, int32_t *id) {
     const cJSON *j = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, key) : NULL;
-    if (cJSON_IsObject(j)) j = cJSON_GetObjectItemCaseSensitive(j, "content");
-    const char *s = cJSON_IsString(j) ? j->valuestring : fallback;
-    return dsv3_tokenizer_token_to_id(t, s);
+    const char *s = fallback;
+    if (j && cJSON_IsNull(j)) { *id = -1; return 0; }
+    if (j) {
+        const cJSON *c = cJSON_IsObject(j) ? cJSON_GetObjectItemCaseSensitive(j, "content") : j;
+        if (!cJSON_IsString(c))
+            return dsv3_errorf("%s: field '%s': expected a string or an object with a string \"content\", found %s",
+                               cfg_path, key, cJSON_IsObject(j) ? (c ? json_type_name(c) : "an object without \"content\"")
+                                                                : json_type_name(j));
+        s = c->valuestring;
+    }
+    *id = dsv3_tokenizer_token_to_id(t, s);
+    return 0;
 }
 
 static dsv3_tokenizer *load_from_json(const char *json, size_t len, const char *name, const char *config_path) {
@@ -945,14 +959,17 @@ static dsv3_tokenizer *load_from_json(const char *json, size_t len, const char *
     // BOS / EOS
     if (config_path && dsv3_file_exists(config_path)) {
         size_t cl;
-        char *ctext = dsv3_read_file(config_path, &cl);
+        char *ctext = dsv3_read_file_max(config_path, DSV3_READ_MAX_JSON, "a tokenizer_config.json", &cl);
         if (!ctext) goto fail;
         cfg = cJSON_ParseWithLength(ctext, cl);
         free(ctext);
         if (!cJSON_IsObject(cfg)) LOAD_FAIL("%s: not a JSON object", config_path);
     }
-    t->bos = lookup_special_name(t, cfg, "bos_token", "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
-    t->eos = lookup_special_name(t, cfg, "eos_token", "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>");
+    if (lookup_special_name(t, cfg, config_path, "bos_token",
+                            "<\xef\xbd\x9c" "begin\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", &t->bos) ||
+        lookup_special_name(t, cfg, config_path, "eos_token",
+                            "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", &t->eos))
+        goto fail;
     cJSON_Delete(cfg);
     cJSON_Delete(root);
     free(added_ids);
@@ -971,7 +988,7 @@ dsv3_tokenizer *dsv3_tokenizer_load_json(const char *json, size_t len, const cha
 
 dsv3_tokenizer *dsv3_tokenizer_load(const char *path) {
     size_t len;
-    char *text = dsv3_read_file(path, &len);
+    char *text = dsv3_read_file_max(path, DSV3_TOKENIZER_MAX_BYTES, "a tokenizer.json", &len);
     if (!text) return NULL;
     // tokenizer_config.json next to tokenizer.json gives the BOS / EOS names
     char *dir = dsv3_strdup(path), *slash = strrchr(dir, '/');

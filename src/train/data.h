@@ -13,7 +13,11 @@
 //              targets equal to pad_id); packing "concat": one stream cut into rows overlapping by one
 //              token, no padding. No cross-document attention mask in either.
 //   shard      64-byte header (magic "DSV3TOKS", version, vocab, seq_len, rows, tokens, pad id,
-//              payload checksum) + rows x (seq_len+1) little-endian uint32.
+//              payload checksum, run id) + rows x (seq_len+1) little-endian uint32.
+//   streaming  documents are read, tokenized and written shard by shard; the order is shuffled by a
+//              bounded document shuffle buffer and by the order of shards in the manifest.
+//   durable    shards of a run get names the previous manifest does not use (g<generation>-...);
+//              the manifest, written last, publishes them atomically (core/durable.h).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -44,13 +48,13 @@ typedef struct cJSON cJSON;
 int dsv3_jsonl_line_text(const char *line, size_t len, cJSON **obj, const char **text, size_t *tlen);
 
 // ---------------------------------------------------------------------------------------------
-// Preparation
+// Preparation (streaming: memory is bounded by a few shards whatever the corpus size)
 
 typedef struct dsv3_tokenizer dsv3_tokenizer;
 
 typedef struct {
     const char *tokenizer_path; // recorded in the manifest (with its SHA-256)
-    const char *out_dir;        // created if missing
+    const char *out_dir;        // created if missing; locked (DIR/.lock) while the run writes
     int seq_len;                // L: rows hold L+1 tokens
     double fim_rate;            // fraction of documents in PSM FIM form
     double val_fraction;        // fraction of documents in the validation split
@@ -58,15 +62,24 @@ typedef struct {
     int add_bos;                // 1: every document starts with BOS
     int bestfit;                // 1: best-fit packing with PAD, 0: concatenate and cut
     uint64_t shard_rows;        // rows per shard file (last one shorter)
+    int64_t shuffle_tokens;     // document shuffle buffer, in tokens; < 0: default (see DSV3_DATA_WINDOW_TOKENS)
     int threads;                // <= 0: OpenMP default
     int progress;               // progress lines on stderr
+    size_t batch_bytes;         // text tokenized per parallel batch; 0: 4 MiB (the output does not depend on it)
 } dsv3_data_prepare_opts;
+
+// Best-fit packs windows of max(shard_rows x (L+1), DSV3_DATA_WINDOW_TOKENS) tokens; the default
+// shuffle buffer holds as many.
+#define DSV3_DATA_WINDOW_TOKENS (1ull << 22)
 
 typedef struct {
     uint64_t documents[2], fim_documents[2]; // [0] train, [1] val
     uint64_t doc_tokens[2];                  // tokens of the documents (incl. BOS/EOS/FIM sentinels)
     uint64_t rows[2], pad_tokens[2], shards[2];
-    uint64_t input_bytes;
+    uint64_t input_bytes;                    // text bytes of the documents
+    uint64_t file_bytes;                     // bytes read from the input files
+    uint64_t generation;                     // the dataset generation this run published
+    char run_id[17];                         // 16 hex digits (see docs/DATA.md)
     double seconds_tokenize, seconds_total;
 } dsv3_data_prepare_stats;
 
@@ -80,8 +93,15 @@ int dsv3_data_encode_document(const dsv3_tokenizer *tok, const dsv3_data_special
                               size_t len, int add_bos, double fim_rate, double u_fim, double u_cut1, double u_cut2,
                               int32_t **out, size_t *n, int *did_fim);
 
-// The whole pipeline: documents -> shards + manifest.json in opts->out_dir. Deterministic for a
-// seed (independent of the thread count). Returns 0 or -1.
+// The whole pipeline, streaming: the documents of `inputs` (rules above; "-" is stdin, one
+// document) are read, tokenized in parallel batches and written shard by shard; the manifest is
+// written last and replaces the previous one atomically (the previous dataset stays readable until
+// then, and after any failure). Deterministic for a seed (independent of the thread count).
+// Returns 0 or -1 with dsv3_error(): bad input (named with file:line), no documents or no rows,
+// DIR in use by another writer ("in use by pid N"), or a write failure.
+int dsv3_data_prepare_files(const dsv3_tokenizer *tok, const char *const *inputs, int n_inputs,
+                            const dsv3_data_prepare_opts *opts, dsv3_data_prepare_stats *stats);
+// The same for documents already in memory.
 int dsv3_data_prepare(const dsv3_tokenizer *tok, const dsv3_doclist *docs, const dsv3_data_prepare_opts *opts,
                       dsv3_data_prepare_stats *stats);
 
@@ -92,37 +112,52 @@ double dsv3_data_uniform(uint64_t seed, uint64_t doc, uint64_t draw);
 // Shards
 
 #define DSV3_SHARD_MAGIC "DSV3TOKS"
-#define DSV3_SHARD_VERSION 1u
+#define DSV3_SHARD_VERSION 2u
 #define DSV3_SHARD_HEADER_BYTES 64
+#define DSV3_MANIFEST_VERSION 2
 
 typedef struct {
     uint32_t version, header_bytes, vocab_size, seq_len;
     uint64_t rows, tokens;   // tokens = rows * (seq_len + 1)
     uint32_t pad_id;         // 0xFFFFFFFF when the shard has no padding
     uint64_t checksum;       // FNV-1a 64 of the payload bytes
+    uint64_t run_id;         // the run that wrote it (the manifest's "run_id")
 } dsv3_shard_header;
 
-// Write a shard atomically. rows x (seq_len+1) tokens. Returns 0 or -1.
+// Write a shard durably (core/durable.h). rows x (seq_len+1) tokens. *checksum / *sample (may be
+// NULL) get the payload FNV-1a 64 and the sampled checksum. Returns 0 or -1.
 int dsv3_shard_write(const char *path, const uint32_t *tokens, uint64_t rows, uint32_t seq_len, uint32_t vocab_size,
-                     uint32_t pad_id);
+                     uint32_t pad_id, uint64_t run_id, uint64_t *checksum, uint64_t *sample);
 // Parse and validate a header against the file size (bad magic, version, truncation, sizes).
 int dsv3_shard_parse_header(const unsigned char *data, size_t size, const char *path, dsv3_shard_header *h);
 uint64_t dsv3_fnv1a64(const void *data, size_t n);
+// The cheap checksum the reader checks by default: FNV-1a 64 over the 64-byte header and 16 blocks
+// of 4 KiB spread evenly over the payload (the whole payload when it is at most 64 KiB).
+uint64_t dsv3_shard_sample_checksum(const unsigned char *header, const unsigned char *payload, size_t payload_bytes);
 
 // ---------------------------------------------------------------------------------------------
 // Reader (for training)
 
 typedef struct dsv3_data dsv3_data;
 
-// Open one split ("train" or "val") of a prepared directory's manifest.json. Every shard header is
-// validated against the manifest (vocab, seq_len, rows) and its file size; verify=1 also checks
-// each payload checksum (reads everything once). NULL + dsv3_error() on any problem.
-dsv3_data *dsv3_data_open(const char *manifest_path, const char *split, int verify);
+// Open one split ("train" or "val") of a prepared dataset: `path` is its manifest.json or its
+// folder. Every shard is checked against the manifest: file size, header (vocab, seq_len, rows, pad
+// id), run id (a shard of another run is refused, named), the payload checksum recorded in the
+// header, and a sampled checksum of its bytes (64 KiB read per shard). verify=1 also checks the full
+// payload checksum and that every id is < vocab size (reads everything once). NULL + dsv3_error()
+// naming the file on any problem. A manifest replaced while it is being opened is re-read.
+dsv3_data *dsv3_data_open(const char *path, const char *split, int verify);
 void dsv3_data_close(dsv3_data *d);
 uint64_t dsv3_data_num_rows(const dsv3_data *d);
 int dsv3_data_seq_len(const dsv3_data *d);     // L; a row has L+1 tokens
 int dsv3_data_vocab_size(const dsv3_data *d);
 int64_t dsv3_data_pad_id(const dsv3_data *d);  // -1 when there is no padding
+int dsv3_data_num_shards(const dsv3_data *d);
+const char *dsv3_data_run_id(const dsv3_data *d);  // 16 hex digits
+uint64_t dsv3_data_generation(const dsv3_data *d);
+// FNV-1a 64 over the run id and each shard's (rows, payload checksum) in manifest order: equal
+// digests mean the same rows in the same order (with verify=1 the checksums were recomputed).
+uint64_t dsv3_data_digest(const dsv3_data *d);
 // Row i (0 <= i < num_rows): L+1 tokens, pointing into the mapped shard (valid until close).
 const uint32_t *dsv3_data_row(const dsv3_data *d, uint64_t i);
 

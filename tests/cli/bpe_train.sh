@@ -49,4 +49,12 @@ check "empty input: added tokens right after the 259 base ids" grep -q '{"id": 2
 check "--min-frequency above all counts: no merges" test "$(sed -n '/"merges": \[$/{n;p;}' "$tmp/m.json")" = "    ]"
 check "without it there are merges" test "$(sed -n '/"merges": \[$/{n;p;}' "$tmp/a.json")" != "    ]"
 check "--min-frequency above all counts: 259 tokens" grep -q '{"id": 259, "content": "<｜fim▁hole｜>"' "$tmp/m.json"
+# tokenizer train prints nothing on stdout (progress goes to stderr, the result to --out): a stdout
+# that cannot be written does not matter; an --out that cannot be created is exit 2, nothing left
+if [ -w /dev/full ]; then
+  expect_exit 0 "train with stdout on /dev/full" bash -c '"$0" tokenizer train --vocab-size 300 --quiet --out "$1" "$2" > /dev/full' "$D" "$tmp/full.json" $FX/plain.txt
+  check "output written" test -s "$tmp/full.json"
+fi
+expect_exit 2 "--out in a missing directory" "$D" tokenizer train --vocab-size 300 --quiet --out "$tmp/none/t.json" $FX/plain.txt
+check "nothing left after a failed --out" test ! -e "$tmp/none"
 finish

@@ -3,6 +3,7 @@
 # ml_dtypes 0.6 / torch 2.15 (E4M3, E5M2) or the E5M6 definition in docs/FP8.md.
 source tests/cli/lib.bash
 D=${DSV3:-./dsv3}
+tmp_err=$(mktemp)
 
 expect_exit 0 "fp8 --help" "$D" fp8 --help
 expect_exit 0 "cast --help" "$D" fp8 cast --help
@@ -55,4 +56,22 @@ check "e5m6 saturate" test "$got" == "0x7bf 65024"
 out=$("$D" fp8 study --k 256 --m 8 --n 8 --dist uniform)
 check "study rows" test "$(grep -cE '^ +256 +(fp32|32|64|128|256|none) ' <<<"$out")" -eq 6
 check "study header" grep -q "max_rel" <<<"$out"
+
+# a bad line is echoed escaped and cut, never as raw bytes; an overlong line is refused
+err=$(printf '1\n\001\377abc\n' | "$D" fp8 cast --format e4m3 2>&1 >/dev/null)
+check "bad line escaped ($err)" grep -qF "'\\x01\\xffabc'" <<<"$err"
+err=$(head -c 300 /dev/zero | tr '\0' '\377' | "$D" fp8 cast --format e4m3 2>&1 >/dev/null)
+check "long bad line cut with ..." grep -qE "(\\\\xff){60}\.\.\.'$" <<<"$err"
+expect_exit 2 "overlong line" bash -c 'head -c 10000 /dev/zero | tr "\0" 1 | "$0" fp8 cast --format e4m3' "$D"
+# huge study sizes are refused up front (the limit is named), before any output
+out=$("$D" fp8 study --m 4096 --n 4096 --k 1048576 2>"$tmp_err"); rc=$?
+check "huge study refused (exit $rc)" test $rc -eq 2 -a -z "$out"
+check "huge study names the limit" grep -q "GiB limit" "$tmp_err"
+# stdout that cannot be written: exit 1 with a message
+if [ -w /dev/full ]; then
+  expect_exit 1 "cast > /dev/full" bash -c 'printf "1\n2\n" | "$0" fp8 cast --format e4m3 > /dev/full' "$D"
+  check "cast /dev/full message" bash -c 'printf "1\n" | "$0" fp8 cast --format e4m3 2>&1 >/dev/full | grep -q "stdout: write failed"' "$D"
+  expect_exit 1 "study > /dev/full" bash -c '"$0" fp8 study --k 256 --m 8 --n 8 > /dev/full' "$D"
+fi
+rm -f "$tmp_err"
 finish

@@ -50,4 +50,30 @@ bad_config tests/fixtures/bad/config-negative-eps.json "rms_norm_eps"
 # dimensions whose buffer sizes would overflow: refused by the reader, naming the field
 sed 's/"hidden_size": [0-9]*/"hidden_size": 1073741824/' configs/nano.json > "$tmp/huge-d.json"
 bad_config "$tmp/huge-d.json" "'hidden_size'"
+
+# stdout that cannot be written (a full disk; here /dev/full): exit 1 with a message, both forms
+if [ -w /dev/full ]; then
+  expect_exit 1 "table > /dev/full" bash -c '"$0" info --config configs/tiny.json > /dev/full' "$D"
+  expect_exit 1 "--json > /dev/full" bash -c '"$0" info --config configs/tiny.json --json > /dev/full' "$D"
+  check "/dev/full message" bash -c '"$0" info --config configs/tiny.json 2>&1 >/dev/full | grep -q "stdout: write failed"' "$D"
+fi
+# whole-file reads are capped: an endless device is refused quickly with the limit named, a directory
+# without config.json names the file it looked for
+bad_config /dev/zero "limit for a config.json"
+mkdir -p "$tmp/empty"
+bad_config "$tmp/empty" "config.json: cannot open"
+# counts are exact integers far past 2^53 (doubles would print 22667704963653314066824298496 here):
+# the largest dimensions the reader accepts; expected values from Python integer arithmetic
+cat > "$tmp/huge.json" <<'EOF2'
+{"model_type": "deepseek_v3", "hidden_size": 1073741823, "vocab_size": 2147483647, "moe_intermediate_size": 1073741823,
+ "n_routed_experts": 65536, "n_shared_experts": 1, "n_group": 1, "topk_group": 1, "num_experts_per_tok": 8,
+ "num_hidden_layers": 100000, "first_k_dense_replace": 0, "num_attention_heads": 1, "q_lora_rank": null,
+ "kv_lora_rank": 1, "qk_nope_head_dim": 1, "qk_rope_head_dim": 2, "v_head_dim": 1}
+EOF2
+json=$("$D" info --config "$tmp/huge.json" --json)
+check "exact total past 2^64" has '"total_params": 22667704963653315146267978785,'
+check "exact active past 2^64" has '"active_params": 3112899706167079454378785,'
+check "exact weight bytes" has '"weight_bytes_bf16": 45335409927306630292535957570,'
+human=$("$D" info --config "$tmp/huge.json")
+check "human exact total" grep -q "(22,667,704,963,653,315,146,267,978,785)" <<<"$human"
 finish

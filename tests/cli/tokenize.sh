@@ -34,7 +34,7 @@ expect_exit 2 "--jsonl raw NUL byte" bash -c "printf '{\"text\":\"a\\0b\"}\n' | 
 # a write error on stdout (here mid-output, /dev/full) is reported, exit 1
 if [ -w /dev/full ]; then
   head -c 200000 "$T/rand.bin" | base64 -w 100 | sed 's/.*/{"text":"&"}/' > "$T/big.jsonl"
-  check "--jsonl write error reported" bash -c "\"$DSV3\" tokenize --jsonl < '$T/big.jsonl' 2>&1 >/dev/full | grep -q 'write error'"
+  check "--jsonl write error reported" bash -c "\"$DSV3\" tokenize --jsonl < '$T/big.jsonl' 2>&1 >/dev/full | grep -q 'write failed'"
   expect_exit 1 "--jsonl write error exit 1" bash -c "\"$DSV3\" tokenize --jsonl < '$T/big.jsonl' > /dev/full"
 fi
 # errors: exit 2 with a message
@@ -49,4 +49,35 @@ expect_exit 2 "unsupported model type" bash -c "echo hi | \"$DSV3\" tokenize --t
 echo 'not json' > "$T/bad.json"
 expect_exit 2 "not JSON" bash -c "echo hi | \"$DSV3\" detokenize --tokenizer $T/bad.json"
 expect_exit 2 "unknown option" "$DSV3" tokenize --frobnicate
+# --jsonl: a bad line anywhere means no output at all (every line is encoded before the first is printed)
+out=$(printf '{"text":"a"}\n{"text":"b"}\nbad\n' | "$DSV3" tokenize --jsonl 2>/dev/null); rc=$?
+check "--jsonl bad third line: exit 2, nothing printed (rc $rc, out '$out')" test $rc -eq 2 -a -z "$out"
+# detokenize echoes a bad token escaped, not as raw bytes
+err=$(printf '1 \001\377z\n' | "$DSV3" detokenize 2>&1 >/dev/null)
+check "detokenize bad token escaped ($err)" grep -qF "'\\x01\\xffz'" <<<"$err"
+# whole-file reads are capped; a directory is named as such
+err=$(echo hi | "$DSV3" tokenize --tokenizer /dev/zero 2>&1 >/dev/null); rc=$?
+check "tokenizer /dev/zero: exit 2 with the limit ($rc: $err)" test $rc -eq 2 -a -n "$(grep 'limit for a tokenizer.json' <<<"$err")"
+expect_exit 2 "tokenizer is a directory" bash -c "echo hi | \"$DSV3\" tokenize --tokenizer $T"
+check "directory message" bash -c "echo hi | \"$DSV3\" tokenize --tokenizer $T 2>&1 | grep -q 'is a directory'"
+# tokenizer_config.json: a bos_token that is not a string / AddedToken is an error naming the file and
+# field (not a silent default); null means no BOS, so --bos is an error
+mkdir -p "$T/cfg" && ln -s "$PWD/$TOK" "$T/cfg/tokenizer.json"
+echo '{"bos_token": 5}' > "$T/cfg/tokenizer_config.json"
+err=$(echo hi | "$DSV3" tokenize --tokenizer "$T/cfg/tokenizer.json" 2>&1 >/dev/null); rc=$?
+check "numeric bos_token refused ($rc: $err)" test $rc -eq 2 -a -n "$(grep "tokenizer_config.json: field 'bos_token'" <<<"$err")"
+echo '{"bos_token": {"content": ["x"]}}' > "$T/cfg/tokenizer_config.json"
+expect_exit 2 "AddedToken with a non-string content refused" bash -c "echo hi | \"$DSV3\" tokenize --tokenizer $T/cfg/tokenizer.json"
+echo '{"bos_token": null, "eos_token": "<｜end▁of▁sentence｜>"}' > "$T/cfg/tokenizer_config.json"
+check "bos_token null: plain tokenize works" test "$(printf 'Hello, world!' | "$DSV3" tokenize --tokenizer "$T/cfg/tokenizer.json")" = "19923 14 2058 3"
+expect_exit 2 "bos_token null: --bos is an error" bash -c "printf hi | \"$DSV3\" tokenize --bos --tokenizer $T/cfg/tokenizer.json"
+echo '{"bos_token": "<｜end▁of▁sentence｜>"}' > "$T/cfg/tokenizer_config.json"
+check "bos_token as a plain string" test "$(printf 'Hello, world!' | "$DSV3" tokenize --bos --tokenizer "$T/cfg/tokenizer.json")" = "1 19923 14 2058 3"
+# every command that prints: stdout that cannot be written is exit 1 with a message
+if [ -w /dev/full ]; then
+  expect_exit 1 "tokenize > /dev/full" bash -c "printf 'Hello' | \"$DSV3\" tokenize > /dev/full"
+  expect_exit 1 "tokenize --jsonl > /dev/full" bash -c "printf '{\"text\":\"a\"}\n' | \"$DSV3\" tokenize --jsonl > /dev/full"
+  expect_exit 1 "detokenize > /dev/full" bash -c "echo '19923 14' | \"$DSV3\" detokenize > /dev/full"
+  check "detokenize /dev/full message" bash -c "echo '19923 14' | \"$DSV3\" detokenize 2>&1 >/dev/full | grep -q 'stdout: write failed'"
+fi
 finish

@@ -117,6 +117,18 @@ CASES = {
     "h_bf16": dict(
         seed=1001, arch="v3", spelling="v4", layout="bf16", bias="pos", same_as="a_sigmoid_groups_yarn",
         cfg=dict(BASE)),
+    # long sequences (T >= 300): the packed GEMM path (M > 24 rows, experts included) and attention over two
+    # query blocks of 256 (the second partial) inside the model. Routing margins over so many tokens are made
+    # > MARGIN_MIN by resampling token ids (repair_ids), not by reseeding.
+    "j_long_mtp": dict(
+        seed=10000, arch="v3", spelling="v5", layout="single", bias="pos", mtp=True, seq_len=300, repair_ids=True,
+        cfg=with_(BASE, vocab_size=128, moe_intermediate_size=8, num_hidden_layers=2, num_nextn_predict_layers=1)),
+    "k_long_fp8": dict(
+        seed=10100, arch="v3", spelling="v4", layout="fp8", bias="pos", seq_len=333, repair_ids=True,
+        cfg=with_(BASE, hidden_size=136, intermediate_size=136, q_lora_rank=32, kv_lora_rank=32,
+                  num_attention_heads=2, num_key_value_heads=2, v_head_dim=16, moe_intermediate_size=16,
+                  num_hidden_layers=2, vocab_size=96, n_routed_experts=6, n_group=2, topk_group=1,
+                  num_experts_per_tok=2)),
 }
 
 
@@ -561,7 +573,7 @@ def build_case(name, case, out_dir, log):
             with torch.no_grad():
                 mtp.embed_tokens.weight.copy_(model.model.embed_tokens.weight)
                 mtp.shared_head.head.weight.copy_(model.lm_head.weight)
-        ids = torch.randint(3, cfg.vocab_size, (1, SEQ_LEN), generator=gen)
+        ids = torch.randint(3, cfg.vocab_size, (1, case.get("seq_len", SEQ_LEN)), generator=gen)
 
         # weight rounding for the fp8 / bf16 cases: the model computes with exactly what is stored
         fp8_store = None
@@ -569,6 +581,8 @@ def build_case(name, case, out_dir, log):
             fp8_store = apply_fp8_(model)
         elif case["layout"] == "bf16":
             apply_bf16_rounding_(model)
+        if case.get("repair_ids"):
+            ids = repair_ids(model, mtp, ids, case, gen)
 
         ok, info = evaluate(model, mtp, ids, case)
         if ok:
@@ -578,6 +592,43 @@ def build_case(name, case, out_dir, log):
     else:
         raise RuntimeError(f"{name}: no seed with routing margins > {MARGIN_MIN}")
     return save_case(name, case, model, mtp, ids, info, fp8_store, out_dir, seed, log)
+
+
+def margin_violations(model, mtp, ids, case):
+    """Positions p whose id some routing decision within MARGIN_MIN of a tie depends on last: the routing of
+    main-model position i depends on ids 0..i, that of MTP position i on ids 0..i+1."""
+    cfg = model.config
+    logits, final, rec, _ = run_model(model, ids, case)
+    calls = [(rec.calls[i][0], model.model.layers[i].mlp.gate, 0)
+             for i in range(cfg.first_k_dense_replace, cfg.num_hidden_layers)]
+    if mtp is not None:
+        mrec = RouterRecorder([("mtp", mtp.layer.mlp.gate)])
+        with torch.no_grad():
+            mtp(ids, final[None], model.model.rotary_emb)
+        mrec.remove()
+        calls.append((mrec.calls["mtp"][0], mtp.layer.mlp.gate, 1))
+    bad = set()
+    for lg, gate, lag in calls:
+        if case["arch"] == "v3":
+            _, _, gm, em = route_v3(lg, cfg, bias=gate.e_score_correction_bias)
+        else:
+            _, _, gm, em = route_v2(lg, cfg)
+        for m in (gm, em):
+            if m is not None:
+                bad |= {t + lag for t in (m <= MARGIN_MIN).nonzero().flatten().tolist()}
+    return bad
+
+
+def repair_ids(model, mtp, ids, case, gen, max_iter=5000):
+    """Resample the id at the first position a near-tie depends on until no routing decision is within
+    MARGIN_MIN of a tie (earlier decisions do not depend on it, so this terminates). Deterministic (gen)."""
+    ids = ids.clone()
+    for _ in range(max_iter):
+        bad = margin_violations(model, mtp, ids, case)
+        if not bad:
+            return ids
+        ids[0, min(bad)] = int(torch.randint(3, model.config.vocab_size, (1,), generator=gen))
+    raise RuntimeError("repair_ids: routing margins could not be repaired")
 
 
 def evaluate(model, mtp, ids, case):

@@ -1,0 +1,29 @@
+// The fast CPU backend (kernels/backend.h): packed AVX2/FMA SGEMM (sgemm.c), flash-style attention
+// (attention_cpu.c) and vectorized, row-threaded elementwise ops (ops_train_cpu.c). Every op falls
+// back to portable C when dsv3_matmul_get_isa() is not AVX2 (no AVX2/FMA, or DSV3_NO_SIMD=1).
+#include "kernels/backend.h"
+#include "kernels/cpu/sgemm.h"
+#include "kernels/cpu/attention_cpu.h"
+#include "kernels/cpu/ops_train_cpu.h"
+
+static dsv3_backend g_cpu;
+
+const dsv3_backend *dsv3_backend_cpu(void) {
+    static int init;
+    if (!__atomic_load_n(&init, __ATOMIC_ACQUIRE)) {
+        dsv3_backend b = *dsv3_backend_ref();
+        b.name = "cpu";
+        b.gemm = dsv3_sgemm;
+        b.attn_fwd = dsv3_attn_fwd_cpu;
+        b.attn_bwd = dsv3_attn_bwd_cpu;
+        b.rmsnorm_fwd = dsv3_rmsnorm_fwd_cpu;
+        b.rmsnorm_bwd = dsv3_rmsnorm_bwd_cpu;
+        b.swiglu_fwd = dsv3_swiglu_fwd_cpu;
+        b.swiglu_bwd = dsv3_swiglu_bwd_cpu;
+        b.rope = dsv3_rope_cpu;
+        b.xent = dsv3_xent_cpu;
+        g_cpu = b; // every thread racing here writes the same bytes
+        __atomic_store_n(&init, 1, __ATOMIC_RELEASE);
+    }
+    return &g_cpu;
+}

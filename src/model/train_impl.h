@@ -1,0 +1,91 @@
+// Internal to the training forward/backward (train.c, train_attn.c, train_ffn.c). Not a public API.
+#pragma once
+#include "model/train.h"
+
+// Activations one decoder layer keeps for its backward. N = B·Tl rows (Tl = T for main layers,
+// T − k for the depth-k MTP block), row b·Tl + i = token i of row b.
+typedef struct {
+    int layer, Tl, N;
+    float *x;                  // (N, d)            layer input (residual stream)
+    float *xn1, *rs1;          // (N, d), (N)       input_layernorm output, 1/rms
+    float *qa, *qan, *qars;    // (N, ql) ×2, (N)   q_a_proj(+bias) output, q_a_layernorm output, 1/rms
+    float *q;                  // (N, H·qk)         queries, rope part rotated
+    float *c, *cn, *cnrs;      // (N, kvl) ×2, (N)  latent before / after kv_a_layernorm, 1/rms
+    float *kpe;                // (N, rope)         rotated shared rope key
+    float *kv;                 // (N, H·(nope+v))   naive: kv_b_proj(cn) = per head [k_nope | v]
+    float *kfull;              // (N, H·qk)         naive: per head [k_nope | k_pe]
+    float *qabs;               // (N, H·(kvl+rope)) absorbed: per head [q_nope·W_UK | q_pe]
+    float *kcat;               // (N, kvl+rope)     absorbed: shared keys [cn | kpe]
+    float *lat;                // (N, H·kvl)        absorbed: attention output in latent space
+    float *att;                // (N, H·v)          concatenated head outputs
+    float *lse;                // (B, H, Tl)
+    float *xm;                 // (N, d)            x + attention output
+    float *xn2, *rs2;          // (N, d), (N)       post_attention_layernorm output, 1/rms
+    float *g, *u, *a;          // (N, I)            dense SwiGLU gate, up, silu(g)·u
+    // MoE
+    float *rlog;               // (N, E)            router logits
+    int32_t *eidx; float *ew;  // (N, K)            chosen experts (ascending) and final gating weights
+    int *off;                  // (E + 1)           slot ranges per expert
+    int *tok; int *slot_of;    // (N·K)             token of each slot; slot of (t, k)
+    float *xs;                 // (N·K, d)          gathered expert inputs, slot-major
+    float *eg, *eu, *ea;       // (N·K, Im)         expert gate, up, activation per slot
+    float *ey;                 // (N·K, d)          expert outputs per slot
+    float *sg, *su, *sa;       // (N, Ish)          shared experts
+    float *f;                  // (B, E)            balance-loss f_i per row (constants)
+} dsv3_layer_acts;
+
+struct dsv3_train {
+    dsv3_tmodel *tm;
+    const dsv3_backend *be;
+    int B, T, D;               // D = MTP layers planned
+    int D_run;                 // MTP layers the last step ran (0 when λ = 0)
+    float scale;               // softmax scale
+    int interleave, np;        // rope layout, rope pairs
+    float *cos_t, *sin_t;      // (T, np)
+    int32_t *pos;              // (B·T): row r of a layer with Tl tokens per row uses pos[r] (filled per Tl)
+    int32_t *pos_tl[DSV3_TRAIN_MAX_MTP + 1]; // [k] positions for Tl = T − k: (B·(T−k))
+    dsv3_layer_acts *acts;     // [n_layers run]: main layers, then MTP layers
+    // global activations
+    int32_t *ids, *tgt;        // (B·T) inputs, main targets
+    int32_t *mids[DSV3_TRAIN_MAX_MTP], *mtgt[DSV3_TRAIN_MAX_MTP]; // depth k: (B·(T−k)) embedding ids t_{i+k}, targets t_{i+k+1}
+    float *xf;                 // (N, d)      output of the last main layer
+    float *hN, *rsN;           // (N, d), (N) final-normed hidden
+    float *memb[DSV3_TRAIN_MAX_MTP], *men[DSV3_TRAIN_MAX_MTP], *mrse[DSV3_TRAIN_MAX_MTP];  // depth k: Emb, enorm(Emb), 1/rms
+    float *mhp[DSV3_TRAIN_MAX_MTP], *mhn[DSV3_TRAIN_MAX_MTP], *mrsh[DSV3_TRAIN_MAX_MTP];   // h_prev gathered, hnorm(h_prev), 1/rms
+    float *mcat[DSV3_TRAIN_MAX_MTP];                                                      // (N_k, 2d) [en | hn]
+    float *mxo[DSV3_TRAIN_MAX_MTP], *mh[DSV3_TRAIN_MAX_MTP], *mrso[DSV3_TRAIN_MAX_MTP];   // block output, shared_head.norm, 1/rms
+    // workspace (reused by every layer)
+    float *dx, *dt, *dxn;      // (N, d)
+    float *dq, *dk, *dkv, *datt, *dlat, *dc, *dcn, *dkpe, *dkva, *dqa, *dqan; // attention grads
+    float *dg, *du, *da;       // (N, Imax)
+    float *deg, *deu, *dea;    // (N·K, Im)
+    float *dey, *dxs;          // (N·K, d)
+    float *drl, *dew;          // (N, E), (N, K)
+    float *rscratch;           // (2E + G)
+    int *erun;                 // (E + 1)
+    float *lg;                 // (chunk, V) logits / their gradient
+    float *dcat;               // (N, 2d)
+    float *dhp;                // (N, d)   dL/d(final-normed main hidden): main CE + depth-1 MTP
+    float *dnx;                // (N, d)   dL/dh_prev sent by an MTP depth to the depth before it
+    int chunk;                 // rows per logits chunk
+    int *lut;                  // ((n_layers + 1) · DSV3_P_NKINDS): table index per (layer + 1, kind), -1 if absent
+    size_t act_bytes, ws_bytes, min_bytes;
+    void *act_arena, *ws_arena;
+};
+
+// Pointers to the fp32 weights and gradients of a table entry kind in `layer` (expert e or -1).
+float *dsv3_tw(dsv3_train *tr, int kind, int layer, int expert);
+float *dsv3_tg(dsv3_train *tr, int kind, int layer, int expert);
+
+// y (N, out) = x (N, in) · Wᵀ (+ bias): the fprop form through the backend.
+void dsv3_t_linear(dsv3_train *tr, float *y, const float *x, int N, const float *W, const float *bias, int out, int in);
+// dX (=, or += when acc) dY·W and dW += dYᵀ·X, dbias += Σ rows dY (when non-NULL).
+void dsv3_t_linear_bwd(dsv3_train *tr, float *dx, int acc, float *dW, float *dbias, const float *dy, const float *x,
+                       const float *W, int N, int out, int in);
+
+void dsv3_t_attn_fwd(dsv3_train *tr, dsv3_layer_acts *a, dsv3_attn_mode mode);
+void dsv3_t_attn_bwd(dsv3_train *tr, dsv3_layer_acts *a, dsv3_attn_mode mode, float *dxn1, const float *dout);
+// FFN forward on a->xn2 -> out (N, d); returns the layer's balance loss (already × α / B).
+double dsv3_t_ffn_fwd(dsv3_train *tr, dsv3_layer_acts *a, float *out, float alpha);
+// dxn2 (written) from dout.
+void dsv3_t_ffn_bwd(dsv3_train *tr, dsv3_layer_acts *a, float *dxn2, const float *dout, float alpha);

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# dsv3 grad: --help, exit codes on bad input (nothing written), the --json loss keys, the tensors it
+# writes (one per parameter, MTP copies of the embedding/head under both names, same bytes). The
+# gradient values are checked against torch autograd in tests/test_grad.c.
+source tests/cli/lib.bash
+FX=tests/fixtures/grad
+A=$FX/a_v3_groups_yarn_mtp     # vocab 384, one MTP layer with the embedding/head copies stored
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+OUT=$TMP/g.safetensors
+
+# npy ROWS: write a .npy of DTYPE (<i4, <i8, <f4) and shape "(B, T1)" with the given values (perl pack)
+npy() { local file=$1 descr=$2 shape=$3; shift 3
+  perl -e 'my ($d, $s, @v) = @ARGV; my $h = "{'"'"'descr'"'"': '"'"'$d'"'"', '"'"'fortran_order'"'"': False, '"'"'shape'"'"': $s, }";
+           $h .= " " x (63 - (10 + length($h)) % 64) . "\n";
+           my $f = $d eq "<i8" ? "q<" : $d eq "<i4" ? "l<" : "f<";
+           print "\x93NUMPY\x01\x00", pack("v", length($h)), $h, pack("$f*", @v);' "$descr" "$shape" "$@" > "$file"; }
+
+expect_exit 0 "--help" "$DSV3" grad --help
+check "--help names --rows" bash -c '"$0" grad --help | grep -q -- --rows' "$DSV3"
+expect_exit 2 "no arguments" "$DSV3" grad
+expect_exit 2 "unknown option" "$DSV3" grad --frobnicate 1
+expect_exit 2 "missing --out" "$DSV3" grad --model "$A" --rows "$A/rows.npy"
+expect_exit 2 "bad --attn" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --attn fancy --out "$OUT"
+expect_exit 2 "bad --mtp-weight" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --mtp-weight x --out "$OUT"
+expect_exit 2 "negative --seq-aux" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --seq-aux -1 --out "$OUT"
+expect_exit 2 "missing model" "$DSV3" grad --model "$TMP/nope" --rows "$A/rows.npy" --out "$OUT"
+expect_exit 2 "missing rows" "$DSV3" grad --model "$A" --rows "$TMP/nope.npy" --out "$OUT"
+npy "$TMP/big.npy" '<i8' '(1, 3)' 1 2 384
+expect_exit 2 "id >= vocab" "$DSV3" grad --model "$A" --rows "$TMP/big.npy" --out "$OUT"
+check "id message names the position" bash -c '"$0" grad --model "$1" --rows "$2" --out "$3" 2>&1 | grep -q "384 at row 0, position 2"' "$DSV3" "$A" "$TMP/big.npy" "$OUT"
+npy "$TMP/neg.npy" '<i4' '(2, 2)' 1 2 -3 4
+expect_exit 2 "negative id" "$DSV3" grad --model "$A" --rows "$TMP/neg.npy" --out "$OUT"
+npy "$TMP/short.npy" '<i8' '(2, 1)' 1 2
+expect_exit 2 "T+1 < 2" "$DSV3" grad --model "$A" --rows "$TMP/short.npy" --out "$OUT"
+npy "$TMP/rank1.npy" '<i8' '(4,)' 1 2 3 4
+expect_exit 2 "rank 1" "$DSV3" grad --model "$A" --rows "$TMP/rank1.npy" --out "$OUT"
+npy "$TMP/float.npy" '<f4' '(1, 3)' 1 2 3
+expect_exit 2 "float rows" "$DSV3" grad --model "$A" --rows "$TMP/float.npy" --out "$OUT"
+head -c 40 "$A/rows.npy" > "$TMP/trunc.npy"
+expect_exit 2 "truncated rows" "$DSV3" grad --model "$A" --rows "$TMP/trunc.npy" --out "$OUT"
+check "nothing written after errors" test ! -e "$OUT"
+
+# a good run: JSON keys, one tensor per parameter, MTP copies under both names with equal bytes
+json=$("$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$OUT" --json 2>/dev/null); rc=$?
+check "grad exit 0" test "$rc" -eq 0
+check "output written" test -s "$OUT"
+for k in loss main mtp balance tokens; do
+  check "--json has $k" bash -c 'grep -q "\"$1\":" <<<"$0"' "$json" "$k"
+done
+check "tokens = B*T = 48" bash -c 'grep -q "\"tokens\": 48" <<<"$0"' "$json"
+hdr=$(perl -e 'open F, "<", $ARGV[0]; read F, $n, 8; read F, $h, unpack("Q<", $n); print $h' "$OUT")
+check "gradient of the embedding" grep -q '"model.embed_tokens.weight"' <<<"$hdr"
+check "MTP copy of the embedding" grep -q '"model.layers.2.embed_tokens.weight"' <<<"$hdr"
+check "MTP copy of the head" grep -q '"model.layers.2.shared_head.head.weight"' <<<"$hdr"
+check "no gradient for the correction bias" bash -c '! grep -q e_score_correction_bias <<<"$0"' "$hdr"
+check "one tensor per fixture gradient" test "$(grep -o '"dtype"' <<<"$hdr" | wc -l)" -eq \
+  "$(perl -e 'open F, "<", $ARGV[0]; read F, $n, 8; read F, $h, unpack("Q<", $n); print $h' "$A/grads.safetensors" | grep -o '"dtype"' | wc -l)"
+# the copies hold the same bytes as the main tensors: compare the two data ranges
+same=$(perl -e 'open F, "<", $ARGV[0]; binmode F; read F, $n, 8; $l = unpack("Q<", $n); read F, $h, $l;
+  sub rng { my $k = shift; $h =~ /"\Q$k\E":\{[^}]*"data_offsets":\[(\d+),(\d+)\]/ or die "no $k"; return ($1, $2); }
+  sub dat { my ($a, $b) = @_; seek F, 8 + $l + $a, 0; read F, my $d, $b - $a; return $d; }
+  print dat(rng("model.embed_tokens.weight")) eq dat(rng("model.layers.2.embed_tokens.weight")) &&
+        dat(rng("lm_head.weight")) eq dat(rng("model.layers.2.shared_head.head.weight")) ? "yes" : "no";' "$OUT")
+check "MTP copies hold the same gradient" test "$same" = yes
+expect_exit 0 "absorb attention" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --attn absorb --out "$TMP/g2.safetensors"
+expect_exit 1 "unwritable output" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out /dev/full/x.safetensors
+finish
