@@ -3,6 +3,8 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "model/config.h"
+#include "model/params.h"
+#include "model/train.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +12,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: dsv3 info --config PATH [--json] [--ctx N]\n"
+            "usage: dsv3 info --config PATH [--json] [--ctx N] [--train --batch B --seq T]\n"
             "\n"
             "Reads a Hugging Face config.json (deepseek_v3 or deepseek_v2; PATH may also be a model directory)\n"
             "and prints parameter counts, KV-cache bytes and forward FLOPs per token.\n"
@@ -18,6 +20,10 @@ static void usage(FILE *f) {
             "  --config PATH  config.json, or a directory holding one\n"
             "  --json         one JSON object on stdout instead of the table\n"
             "  --ctx N        also report forward FLOPs of a token attending to N positions (default 4096)\n"
+            "  --train        training memory of a micro-batch of B rows x T tokens (MTP layers included):\n"
+            "                 fp32 masters, gradients and AdamW moments, the activations the backward keeps\n"
+            "                 as planned by dsv3 train, their analytic minimum, and the workspace\n"
+            "  --batch B, --seq T  the micro-batch (defaults 1 and 4096)\n"
             "\n"
             "Counting rules (docs/MODEL.md): total = embedding + layers + final norm + head, MTP excluded;\n"
             "active = total minus the routed experts a token does not use; MTP params exclude the shared\n"
@@ -71,11 +77,19 @@ static void row_flops(const char *label, dsv3_count v) {
 
 int cmd_info(int argc, char **argv) {
     const char *cfg_path = NULL;
-    int json = 0;
+    int json = 0, train = 0, tb = 0, tt = 0;
     long ctx = 4096;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) { usage(stdout); return 0; }
         else if (strcmp(argv[i], "--json") == 0) json = 1;
+        else if (strcmp(argv[i], "--train") == 0) train = 1;
+        else if ((strcmp(argv[i], "--batch") == 0 || strcmp(argv[i], "--seq") == 0) && i + 1 < argc) {
+            const int is_b = argv[i][2] == 'b';
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (!*argv[i] || *end || v < 1 || v > (1L << 24)) return cli_usage_error("info", "--%s: expected a positive integer, got '%s'", is_b ? "batch" : "seq", argv[i]);
+            if (is_b) tb = (int)v; else tt = (int)v;
+        }
         else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) cfg_path = argv[++i];
         else if (strncmp(argv[i], "--config=", 9) == 0) cfg_path = argv[i] + 9;
         else if (strcmp(argv[i], "--ctx") == 0 && i + 1 < argc) {
@@ -85,6 +99,9 @@ int cmd_info(int argc, char **argv) {
         } else return cli_usage_error("info", "unknown or incomplete option '%s'", argv[i]);
     }
     if (!cfg_path) return cli_usage_error("info", "--config PATH is required");
+    if ((tb || tt) && !train) return cli_usage_error("info", "--batch/--seq go with --train");
+    if (!tb) tb = 1;
+    if (!tt) tt = 4096;
 
     char *owned = NULL;
     struct stat st;
@@ -97,6 +114,14 @@ int cmd_info(int argc, char **argv) {
     const dsv3_count attn_at_ctx = k.attn_flops_per_ctx_token * (dsv3_count)ctx;
     char n1[48], n2[48], n3[48], n4[48], n5[48], n6[48]; // exact decimal counts for --json
 #define N(buf, v) dsv3_count_str(buf, sizeof buf, v)
+    size_t t_act = 0, t_ws = 0, t_min = 0, t_par = 0;
+    if (train) {
+        if (dsv3_train_plan_bytes(&c, c.num_nextn_predict_layers, tb, tt, &t_act, &t_ws, &t_min) < 0) { free(owned); return cli_bad_input(); }
+        dsv3_param_table tab;
+        dsv3_param_table_build(&tab, &c, c.num_nextn_predict_layers);
+        t_par = tab.total * sizeof(float);
+        dsv3_param_table_free(&tab);
+    }
 
     if (json) {
         printf("{\"config\": \"");
@@ -117,8 +142,13 @@ int cmd_info(int argc, char **argv) {
                N(n2, k.mha_kv_bytes_per_token));
         printf(" \"active_matmul_params\": %s, \"flops_per_token\": %s, \"attn_flops_per_ctx_token\": %s, ",
                N(n1, k.active_matmul_params), N(n2, k.flops_per_token), N(n3, k.attn_flops_per_ctx_token));
-        printf("\"ctx\": %ld, \"flops_per_token_at_ctx\": %s,\n \"weight_bytes_bf16\": %s, \"kv_bytes_at_ctx\": %s}\n", ctx,
+        printf("\"ctx\": %ld, \"flops_per_token_at_ctx\": %s,\n \"weight_bytes_bf16\": %s, \"kv_bytes_at_ctx\": %s", ctx,
                N(n1, k.flops_per_token + attn_at_ctx), N(n2, 2 * k.total_params), N(n3, k.kv_bytes_per_token * (dsv3_count)ctx));
+        if (train)
+            printf(",\n \"train_batch\": %d, \"train_seq\": %d, \"train_master_bytes\": %zu, \"train_grad_bytes\": %zu, "
+                   "\"train_adam_bytes\": %zu, \"train_activation_bytes\": %zu, \"train_activation_min_bytes\": %zu, "
+                   "\"train_workspace_bytes\": %zu", tb, tt, t_par, t_par, 2 * t_par, t_act, t_min, t_ws);
+        printf("}\n");
         free(owned);
         return cli_stdout_done("info", 0);
     }
@@ -156,6 +186,16 @@ int cmd_info(int argc, char **argv) {
     snprintf(label, sizeof label, "+ attention at ctx %ld", ctx);
     row_flops(label, attn_at_ctx);
     row_flops("total at that ctx", k.flops_per_token + attn_at_ctx);
+    if (train) {
+        snprintf(label, sizeof label, "training, micro-batch %d x %d", tb, tt);
+        printf("%s (fp32 masters; MTP layers included)\n", label);
+        row_bytes("master weights (fp32)", t_par);
+        row_bytes("gradients (fp32)", t_par);
+        row_bytes("AdamW moments (fp32)", 2 * (dsv3_count)t_par);
+        row_bytes("activations kept (planned)", t_act);
+        row_bytes("  analytic minimum", t_min);
+        row_bytes("workspace", t_ws);
+    }
 #undef N
     free(owned);
     return cli_stdout_done("info", 0);

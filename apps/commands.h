@@ -10,6 +10,7 @@ int cmd_data(int argc, char **argv);        // apps/cmd_data.c (data prepare)
 int cmd_fp8(int argc, char **argv);         // apps/cmd_fp8.c (fp8 cast, fp8 study)
 int cmd_train_model(int argc, char **argv); // apps/cmd_train.c (the training recipe)
 int cmd_grad(int argc, char **argv);        // apps/cmd_grad.c (training loss + gradients)
+int cmd_plot(int argc, char **argv);        // apps/cmd_plot.c (PNG plots of a training run)
 
 // Shared CLI helpers (apps/cli.c)
 int cli_bad_input(void);                     // prints "dsv3: <dsv3_error()>" to stderr, returns 2

@@ -8,6 +8,7 @@ static const struct { const char *name; int (*fn)(int, char **); const char *hel
     {"logits", cmd_logits, "run the forward pass on a sequence of ids and write logits (.npy)"},
     {"train", cmd_train_model, "train a DeepSeek-V3 model with the paper's recipe (HF checkpoints out)"},
     {"grad", cmd_grad, "training loss and fp32 gradients of every parameter for a batch of rows"},
+    {"plot", cmd_plot, "PNG plots of a training run (loss, lr, expert load) from its metrics.jsonl"},
     {"tokenize", cmd_tokenize, "text on stdin -> token ids (HF tokenizer.json)"},
     {"detokenize", cmd_detokenize, "token ids on stdin -> text"},
     {"tokenizer", cmd_tokenizer, "tokenizer tools: train a byte-level BPE"},

@@ -1,11 +1,11 @@
 // Training-step benchmark (docs/PERF.md, section train; issue 7 item 7). Built by `make build/bench/train_bench`
 // (or BUILD=...), run by bench/train_bench.sh. Not part of `make test`.
 //
-//   train_bench CONFIG.json B T STEPS [naive|absorb] [--fwd-only]
+//   train_bench CONFIG.json B T STEPS [MODES]   MODES: comma list of naive, absorb, fwd (naive, forward + loss only)
 //       fp32 masters from dsv3_tmodel_init_random (std 0.006, seed 1, every MTP layer of the config), B rows of
 //       T+1 random ids (seeded splitmix64, bench/train_bench.py draws the same ids), one warm-up step, then
 //       STEPS timed steps of dsv3_tmodel_zero_grads + dsv3_train_step (lambda 0.3, alpha 1e-4) on
-//       dsv3_backend_cpu(). Prints one JSON line.
+//       dsv3_backend_cpu(). Prints one JSON line per mode (all modes share one init).
 //   train_bench --export CONFIG.json DIR      writes DIR/config.json + DIR/model.safetensors of that same init
 //                                             (for the torch loss cross-check)
 //   train_bench --peak THREADS                fp32 FMA peak of this machine (GFLOP/s, JSON line)
@@ -23,6 +23,7 @@
 // The same count is used for both attention paths (the absorbed path does different, not fewer, useful work).
 #include "core/error.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/matmul.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "model/tmodel.h"
@@ -180,54 +181,37 @@ static int cmd_export(const char *cfg_path, const char *dir) {
     return 0;
 }
 
-int main(int argc, char **argv) {
-    if (argc == 3 && !strcmp(argv[1], "--peak")) return cmd_peak(atoi(argv[2]));
-    if (argc == 4 && !strcmp(argv[1], "--export")) return cmd_export(argv[2], argv[3]);
-    if (argc < 5) {
-        fprintf(stderr, "usage: train_bench CONFIG.json B T STEPS [naive|absorb] [--fwd-only] | --export CONFIG.json DIR | "
-                        "--peak THREADS\n");
-        return 2;
-    }
-    const char *cfg_path = argv[1];
-    const int B = atoi(argv[2]), T = atoi(argv[3]), steps = atoi(argv[4]);
-    dsv3_attn_mode mode = DSV3_ATTN_NAIVE;
-    int fwd_only = 0;
-    for (int i = 5; i < argc; i++) {
-        if (!strcmp(argv[i], "absorb")) mode = DSV3_ATTN_ABSORB;
-        else if (!strcmp(argv[i], "naive")) mode = DSV3_ATTN_NAIVE;
-        else if (!strcmp(argv[i], "--fwd-only")) fwd_only = 1;
-        else { fprintf(stderr, "train_bench: unknown argument '%s'\n", argv[i]); return 2; }
-    }
-    if (B < 1 || T < 2 || steps < 1) { fprintf(stderr, "train_bench: need B >= 1, T >= 2, STEPS >= 1\n"); return 2; }
-    dsv3_config cfg;
-    if (dsv3_config_load(&cfg, cfg_path) < 0) { fprintf(stderr, "%s\n", dsv3_error()); return 2; }
-    double t_init = wall_now();
-    dsv3_tmodel tm;
-    if (dsv3_tmodel_init_random(&tm, &cfg, cfg.num_nextn_predict_layers, INIT_STD, INIT_SEED) < 0) {
-        fprintf(stderr, "%s\n", dsv3_error()); return 1;
-    }
-    t_init = wall_now() - t_init;
+// Under `perf record -D -1 --control fifo:CTL` (bench/train_bench.sh's hot-spot profile) sampling starts here,
+// after the init and the first warm-up step: TRAIN_BENCH_PERF_CTL names perf's control fifo.
+static void perf_enable(void) {
+    static int done;
+    const char *p = getenv("TRAIN_BENCH_PERF_CTL");
+    if (done || !p || !*p) return;
+    done = 1;
+    FILE *f = fopen(p, "w");
+    if (f) { fputs("enable\n", f); fclose(f); }
+}
+
+// One mode: warm-up + `steps` timed steps; prints one JSON line.
+static int run_mode(dsv3_tmodel *tm, dsv3_train *tr, const int32_t *rows, const char *cfg_path, int B, int T, int steps,
+                    dsv3_attn_mode mode, int fwd_only, double t_init) {
+    const dsv3_config *cfg = &tm->cfg;
     const dsv3_backend *be = dsv3_backend_cpu();
-    dsv3_train *tr = dsv3_train_new(&tm, B, T, be, 0);
-    if (!tr) { fprintf(stderr, "%s\n", dsv3_error()); return 1; }
     size_t act = 0, ws = 0, minb = 0;
     dsv3_train_bytes(tr, &act, &ws, &minb);
-    int32_t *rows = malloc(sizeof(int32_t) * (size_t)B * (T + 1));
-    uint64_t s = ROWS_SEED;
-    for (long i = 0; i < (long)B * (T + 1); i++) rows[i] = (int32_t)(splitmix(&s) % (uint64_t)cfg.vocab_size);
-
-    dsv3_train_opts o = {.mtp_weight = tm.tab.n_mtp > 0 ? 0.3f : 0.0f, .seq_aux = 1e-4f, .attn = mode,
+    dsv3_train_opts o = {.mtp_weight = tm->tab.n_mtp > 0 ? 0.3f : 0.0f, .seq_aux = 1e-4f, .attn = mode,
                          .no_backward = fwd_only};
     dsv3_loss_parts lp0, lp;
-    dsv3_tmodel_zero_grads(&tm);
+    dsv3_tmodel_zero_grads(tm);
     if (dsv3_train_step(tr, rows, &o, &lp0) < 0) { fprintf(stderr, "%s\n", dsv3_error()); return 1; } // warm-up
+    perf_enable();
     double *wt = malloc(sizeof(double) * steps), *ct = malloc(sizeof(double) * steps), zero_best = 1e30;
     unsigned long allocs = dsv3_alloc_count();
     for (int r = 0; r < steps; r++) {
         task_snap a, b;
         snap(&a);
         double t0 = wall_now();
-        if (!fwd_only) dsv3_tmodel_zero_grads(&tm);
+        if (!fwd_only) dsv3_tmodel_zero_grads(tm);
         double tz = wall_now() - t0;
         if (tz < zero_best) zero_best = tz;
         dsv3_train_step(tr, rows, &o, &lp);
@@ -239,20 +223,62 @@ int main(int argc, char **argv) {
     qsort(wt, steps, sizeof(double), cmpd);
     qsort(ct, steps, sizeof(double), cmpd);
     const double tokens = (double)B * T;
-    const double flops = train_flops(&cfg, tm.tab.n_mtp < T ? tm.tab.n_mtp : T - 1, B, T);
+    // forward only: a third of the training FLOPs (the 6N rule's 2N, the attention's forward)
+    const double flops = train_flops(cfg, tm->tab.n_mtp < T ? tm->tab.n_mtp : T - 1, B, T) / (fwd_only ? 3.0 : 1.0);
     const char *cfg_name = base_name(cfg_path);
+    const char *dot = strrchr(cfg_name, '.');
     printf("{\"impl\": \"dsv3\", \"attn\": \"%s\", \"config\": \"%.*s\", \"B\": %d, \"T\": %d, \"threads\": %d, "
            "\"steps\": %d, \"fwd_only\": %d, \"loss0\": %.7f, \"main0\": %.7f, \"mtp0\": %.7f, \"balance0\": %.6g, "
            "\"loss_last\": %.7f, \"params\": %zu, \"step_s_cpu_best\": %.4f, \"step_s_cpu_median\": %.4f, "
            "\"step_s_wall_best\": %.4f, \"step_s_wall_median\": %.4f, \"zero_grads_s\": %.4f, \"tok_s\": %.1f, "
            "\"tok_s_wall\": %.1f, \"train_gflop_per_step\": %.3f, \"gflops\": %.2f, \"act_mb\": %.1f, \"ws_mb\": %.1f, "
-           "\"init_s\": %.2f, \"allocs_in_steps\": %lu, \"backend\": \"%s\"}\n",
-           mode == DSV3_ATTN_ABSORB ? "absorb" : "naive", (int)(strrchr(cfg_name, '.') ? strrchr(cfg_name, '.') - cfg_name : (long)strlen(cfg_name)),
-           cfg_name, B, T, omp_get_max_threads(), steps, fwd_only, lp0.loss, lp0.main, lp0.mtp, lp0.balance, lp.loss,
-           tm.tab.trainable, ct[0], ct[steps / 2], wt[0], wt[steps / 2], zero_best, tokens / ct[0], tokens / wt[0],
-           flops / 1e9, flops / ct[0] / 1e9, act / 1e6, ws / 1e6, t_init, allocs, be->name);
-    free(wt); free(ct); free(rows);
+           "\"init_s\": %.2f, \"allocs_in_steps\": %lu, \"backend\": \"%s\", \"isa\": \"%s\"}\n",
+           mode == DSV3_ATTN_ABSORB ? "absorb" : "naive", (int)(dot ? dot - cfg_name : (long)strlen(cfg_name)), cfg_name, B,
+           T, omp_get_max_threads(), steps, fwd_only, lp0.loss, lp0.main, lp0.mtp, lp0.balance, lp.loss, tm->tab.trainable,
+           ct[0], ct[steps / 2], wt[0], wt[steps / 2], fwd_only ? 0.0 : zero_best, tokens / ct[0], tokens / wt[0],
+           flops / 1e9, flops / ct[0] / 1e9, act / 1e6, ws / 1e6, t_init, allocs, be->name,
+           dsv3_isa_name(dsv3_matmul_get_isa()));
+    fflush(stdout);
+    free(wt); free(ct);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "--peak")) return cmd_peak(atoi(argv[2]));
+    if (argc == 4 && !strcmp(argv[1], "--export")) return cmd_export(argv[2], argv[3]);
+    if (argc < 5 || argc > 6) {
+        fprintf(stderr, "usage: train_bench CONFIG.json B T STEPS [MODES] | --export CONFIG.json DIR | --peak THREADS\n"
+                        "  MODES: comma-separated naive, absorb, fwd (naive forward + loss only); default naive\n");
+        return 2;
+    }
+    const char *cfg_path = argv[1];
+    const int B = atoi(argv[2]), T = atoi(argv[3]), steps = atoi(argv[4]);
+    const char *modes = argc > 5 ? argv[5] : "naive";
+    if (B < 1 || T < 2 || steps < 1) { fprintf(stderr, "train_bench: need B >= 1, T >= 2, STEPS >= 1\n"); return 2; }
+    dsv3_config cfg;
+    if (dsv3_config_load(&cfg, cfg_path) < 0) { fprintf(stderr, "%s\n", dsv3_error()); return 2; }
+    double t_init = wall_now();
+    dsv3_tmodel tm;
+    if (dsv3_tmodel_init_random(&tm, &cfg, cfg.num_nextn_predict_layers, INIT_STD, INIT_SEED) < 0) {
+        fprintf(stderr, "%s\n", dsv3_error()); return 1;
+    }
+    t_init = wall_now() - t_init;
+    dsv3_train *tr = dsv3_train_new(&tm, B, T, dsv3_backend_cpu(), 0);
+    if (!tr) { fprintf(stderr, "%s\n", dsv3_error()); return 1; }
+    int32_t *rows = malloc(sizeof(int32_t) * (size_t)B * (T + 1));
+    uint64_t s = ROWS_SEED;
+    for (long i = 0; i < (long)B * (T + 1); i++) rows[i] = (int32_t)(splitmix(&s) % (uint64_t)cfg.vocab_size);
+    int rc = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", modes);
+    for (char *save = NULL, *m = strtok_r(buf, ",", &save); m && rc == 0; m = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(m, "naive")) rc = run_mode(&tm, tr, rows, cfg_path, B, T, steps, DSV3_ATTN_NAIVE, 0, t_init);
+        else if (!strcmp(m, "absorb")) rc = run_mode(&tm, tr, rows, cfg_path, B, T, steps, DSV3_ATTN_ABSORB, 0, t_init);
+        else if (!strcmp(m, "fwd")) rc = run_mode(&tm, tr, rows, cfg_path, B, T, steps, DSV3_ATTN_NAIVE, 1, t_init);
+        else { fprintf(stderr, "train_bench: unknown mode '%s'\n", m); rc = 2; }
+    }
+    free(rows);
     dsv3_train_free(tr);
     dsv3_tmodel_free(&tm);
-    return 0;
+    return rc;
 }

@@ -29,7 +29,9 @@ static void test_read_caps(void) {
           "file over the cap refused: %s", dsv3_error());
     CHECK(dsv3_read_file_max("/dev/zero", (size_t)1 << 20, "a config.json", &n) == NULL && has("/dev/zero") &&
               has("more than the 1 MiB limit for a config.json"), "endless device refused: %s", dsv3_error());
-    CHECK(dsv3_read_file_max("/dev/null", 10, NULL, &n) != NULL && n == 0, "empty device reads as empty");
+    s = dsv3_read_file_max("/dev/null", 10, NULL, &n);
+    CHECK(s != NULL && n == 0, "empty device reads as empty");
+    free(s);
     CHECK(dsv3_read_file("build", &n) == NULL && has("build: is a directory"), "directory named: %s", dsv3_error());
     CHECK(dsv3_read_file("build/none/x", &n) == NULL && has("cannot open") && has("build/none/x"), "missing file: %s", dsv3_error());
     unlink(p);

@@ -70,7 +70,9 @@ static void run_case(const char *name, int B, int T, float alpha, int fd) {
         dsv3_fwd_init(&f, &tm.view);
         const int V = c->vocab_size, d = c->hidden_size;
         float *lg = malloc(sizeof(float) * (size_t)T * V), *h = malloc(sizeof(float) * (size_t)T * d);
-        double ce = 0, ce_mtp = 0;
+        double ce = 0, ce_mtp = 0, ce_ign = 0;
+        const int32_t ign = rows[1]; // an id that occurs as a label
+        long n_ign = 0;
         for (int b = 0; b < B; b++) {
             const int32_t *r = rows + (size_t)b * (T + 1);
             dsv3_forward_opts fo = {.attn = DSV3_ATTN_ABSORB, .logits = lg, .hidden = h};
@@ -81,6 +83,7 @@ static void run_case(const char *name, int B, int T, float alpha, int fd) {
                 for (int v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
                 for (int v = 0; v < V; v++) s += exp(z[v] - mx);
                 ce += mx + log(s) - z[r[t + 1]];
+                if (r[t + 1] != ign) { ce_ign += mx + log(s) - z[r[t + 1]]; n_ign++; }
             }
             if (lambda > 0 && T >= 2) {
                 dsv3_mtp_opts mo = {.attn = DSV3_ATTN_ABSORB, .depth = 1, .logits = lg};
@@ -106,6 +109,12 @@ static void run_case(const char *name, int B, int T, float alpha, int fd) {
         if (lambda > 0 && tm.tab.n_mtp == 1)
             CHECK(t_close(lp.mtp, lambda * ce_mtp / (B * T), 0, 1e-5), "%s: MTP loss %.8f vs inference forward %.8f", name, lp.mtp,
                   lambda * ce_mtp / (B * T));
+        dsv3_train_opts oi = o;
+        oi.no_backward = 1; oi.use_ignore = 1; oi.ignore_id = ign;
+        dsv3_loss_parts li;
+        CHECK(dsv3_train_step(tr, rows, &oi, &li) == 0, "step ignore");
+        CHECK(li.tokens == n_ign && (n_ign == 0 ? li.main == 0 : t_close(li.main, ce_ign / n_ign, 0, 1e-5)), "%s: main loss with ignored label %d: %.8f (%ld) vs %.8f (%ld)",
+              name, ign, li.main, li.tokens, ce_ign / n_ign, n_ign);
         CHECK(lp.balance > 0 && (alpha == 0 || lp.balance < 10 * alpha * (c->num_hidden_layers + 1)),
               "%s: balance loss %g for alpha %g", name, lp.balance, alpha);
     }

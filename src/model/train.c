@@ -81,6 +81,7 @@ static void plan(dsv3_train *tr, const dsv3_config *c, bump *act, bump *ws) {
         tr->mcat[k - 1] = F(act, Nk * 2 * d);
         plan_layer(act, &tr->acts[L + k - 1], c, L + k - 1, B, T - k, &min);
         tr->mxo[k - 1] = F(act, Nk * d); tr->mh[k - 1] = F(act, Nk * d); tr->mrso[k - 1] = F(act, Nk);
+        tr->mdh[k - 1] = F(act, Nk * d);
         min += Nk * (4 * d + 2) * sizeof(float);
     }
     // workspace
@@ -310,10 +311,10 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
     for (int b = 0; b < B; b++)
         for (int i = 0; i < T; i++) {
             tr->ids[b * T + i] = rows[(size_t)b * (T + 1) + i];
-            tr->tgt[b * T + i] = rows[(size_t)b * (T + 1) + i + 1];
+            const int32_t y = rows[(size_t)b * (T + 1) + i + 1];
+            tr->tgt[b * T + i] = (o->use_ignore && y == o->ignore_id) ? -1 : y;
         }
     memset(out, 0, sizeof *out);
-    out->tokens = N;
     tr->D_run = D;
     const float eps = c->rms_norm_eps;
     const int bwd = !o->no_backward;
@@ -328,7 +329,12 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
     }
     tr->be->rmsnorm_fwd(tr->hN, tr->rsN, tr->xf, dsv3_tw(tr, DSV3_P_NORM, -1, -1), N, d, eps);
     float *dhead = dsv3_tg(tr, c->tie_word_embeddings ? DSV3_P_EMBED : DSV3_P_HEAD, -1, -1);
-    out->main = head_xent(tr, tr->hN, tr->tgt, N, 1.0f / N, bwd ? tr->dxn : NULL, dhead) / N;
+    // the losses are means over the counted label positions: B·T unless targets equal ignore_id
+    long counted = 0;
+    for (int i = 0; i < N; i++) counted += tr->tgt[i] >= 0;
+    out->tokens = counted;
+    const double Nc = counted > 0 ? (double)counted : 1.0;
+    out->main = head_xent(tr, tr->hN, tr->tgt, N, (float)(1.0 / Nc), bwd ? tr->dxn : NULL, dhead) / Nc;
     float *dhN = tr->dhp; // reuse: dhN accumulates the main and the depth-1 MTP gradients
     if (bwd) memcpy(dhN, tr->dxn, sizeof(float) * (size_t)N * d);
 
@@ -338,7 +344,8 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
         for (int b = 0; b < B; b++)
             for (int i = 0; i < Tk; i++) {
                 tr->mids[k - 1][b * Tk + i] = rows[(size_t)b * (T + 1) + i + k];
-                tr->mtgt[k - 1][b * Tk + i] = rows[(size_t)b * (T + 1) + i + k + 1];
+                const int32_t y = rows[(size_t)b * (T + 1) + i + k + 1];
+                tr->mtgt[k - 1][b * Tk + i] = (o->use_ignore && y == o->ignore_id) ? -1 : y;
             }
         const float *hprev = k == 1 ? tr->hN : tr->mh[k - 2];
         const int Tprev = T - (k - 1);
@@ -358,7 +365,9 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
         bal += layer_fwd(tr, a, tr->mxo[k - 1], o);
         tr->be->rmsnorm_fwd(tr->mh[k - 1], tr->mrso[k - 1], tr->mxo[k - 1], dsv3_tw(tr, DSV3_P_SHEAD_NORM, L_k, -1), Nk, d, eps);
         // the loss of depth k (its gradient is computed in the backward below)
-        out->mtp_depth[k - 1] = head_xent(tr, tr->mh[k - 1], tr->mtgt[k - 1], Nk, 0.0f, NULL, NULL) / N;
+        // the loss of depth k and (training) its gradient w.r.t. mh, kept for the backward
+        const float msc = (float)(o->mtp_weight / D / Nc);
+        out->mtp_depth[k - 1] = head_xent(tr, tr->mh[k - 1], tr->mtgt[k - 1], Nk, msc, bwd ? tr->mdh[k - 1] : NULL, dhead) / Nc;
         out->mtp += out->mtp_depth[k - 1];
     }
     if (D > 0) out->mtp *= o->mtp_weight / D;
@@ -367,13 +376,12 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
     if (!bwd) return 0;
 
     // backward: MTP depths D..1; tr->dx carries dL/dh_k into depth k from depth k+1's h_prev input
-    const float mscale = D > 0 ? o->mtp_weight / D / N : 0.0f;
     float *dnext = tr->dnx; // (B·(T−k), d): dL/dh_{k-1} sent by depth k to the output of depth k-1
     for (int k = D; k >= 1; k--) {
         const int Tk = T - k, Nk = B * Tk, L_k = L + k - 1;
         dsv3_layer_acts *a = &tr->acts[L_k];
-        float *dh = tr->dx; // (Nk, d): dL/d mh[k-1]
-        head_xent(tr, tr->mh[k - 1], tr->mtgt[k - 1], Nk, mscale, dh, dhead);
+        float *dh = tr->dx; // (Nk, d): dL/d mh[k-1], from the forward's cross-entropy
+        memcpy(dh, tr->mdh[k - 1], sizeof(float) * (size_t)Nk * d);
         if (k < D) { // + the gradient that depth k+1 sent to its h_prev = this depth's output rows i < T-k-1
             const int Tn = Tk - 1;
             for (int b = 0; b < B; b++) add_to(dh + (size_t)b * Tk * d, dnext + (size_t)b * Tn * d, (size_t)Tn * d);

@@ -22,12 +22,14 @@ typedef struct {
     float seq_aux;           // α
     dsv3_attn_mode attn;     // naive (decompressed keys/values) or absorbed (latent) attention
     int no_backward;         // 1: loss only
+    int use_ignore;          // 1: labels equal to ignore_id (the dataset's PAD) count no loss; the main
+    int32_t ignore_id;       //   and MTP losses are then divided by the counted main positions, not B·T
 } dsv3_train_opts;
 
 typedef struct {
     double loss, main, mtp, balance;   // L, L_main, L_MTP (λ/D-weighted), L_Bal
     double mtp_depth[DSV3_TRAIN_MAX_MTP]; // L^k (unweighted), k = 1..D
-    long tokens;                       // B·T
+    long tokens;                       // label positions counted: B·T without ignore_id
 } dsv3_loss_parts;
 
 typedef struct dsv3_train dsv3_train;

@@ -54,6 +54,7 @@ struct dsv3_train {
     float *mhp[DSV3_TRAIN_MAX_MTP], *mhn[DSV3_TRAIN_MAX_MTP], *mrsh[DSV3_TRAIN_MAX_MTP];   // h_prev gathered, hnorm(h_prev), 1/rms
     float *mcat[DSV3_TRAIN_MAX_MTP];                                                      // (N_k, 2d) [en | hn]
     float *mxo[DSV3_TRAIN_MAX_MTP], *mh[DSV3_TRAIN_MAX_MTP], *mrso[DSV3_TRAIN_MAX_MTP];   // block output, shared_head.norm, 1/rms
+    float *mdh[DSV3_TRAIN_MAX_MTP];                                                       // dL/d mh from the depth's cross-entropy
     // workspace (reused by every layer)
     float *dx, *dt, *dxn;      // (N, d)
     float *dq, *dk, *dkv, *datt, *dlat, *dc, *dcn, *dkpe, *dkva, *dqa, *dqan; // attention grads

@@ -284,7 +284,8 @@ static int evaluate(dsv3_train *tr, dsv3_tmodel *tm, data_src *d, int micro, int
     if (n <= 0) return 0;
     const int nl = c->num_hidden_layers + tm->tab.n_mtp;
     memset(counts, 0, sizeof(int64_t) * (size_t)nl * (E ? E : 1));
-    dsv3_train_opts o = {.mtp_weight = lambda, .seq_aux = alpha, .attn = attn, .no_backward = 1};
+    dsv3_train_opts o = {.mtp_weight = lambda, .seq_aux = alpha, .attn = attn, .no_backward = 1,
+                         .use_ignore = d->pad >= 0, .ignore_id = (int32_t)d->pad};
     for (int r0 = 0; r0 < n; r0 += micro) {
         for (int b = 0; b < micro; b++) {
             const uint32_t *row = dsv3_data_row(d->val, (uint64_t)(r0 + b));
@@ -396,6 +397,7 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
         char *txt = dsv3_read_file_max(man, DSV3_READ_MAX_JSON, "a manifest", NULL);
         cJSON *mj = txt ? cJSON_Parse(txt) : NULL;
         const cJSON *tk = mj ? cJSON_GetObjectItemCaseSensitive(mj, "tokenizer") : NULL;
+        if (cJSON_IsObject(tk)) tk = cJSON_GetObjectItemCaseSensitive(tk, "path");
         static char tokdir[4096];
         if (cJSON_IsString(tk)) {
             snprintf(tokdir, sizeof tokdir, "%s", tk->valuestring);
@@ -557,7 +559,8 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
         }
         const float lambda = tm.tab.n_mtp ? (float)(cfg.mtp_weight >= 0 ? cfg.mtp_weight : dsv3_mtp_weight_at(tau)) : 0.0f;
         const double gamma = cfg.bias_speed >= 0 ? cfg.bias_speed : dsv3_bias_speed_at(tau);
-        dsv3_train_opts o = {.mtp_weight = lambda, .seq_aux = (float)cfg.seq_aux, .attn = cfg.attn};
+        dsv3_train_opts o = {.mtp_weight = lambda, .seq_aux = (float)cfg.seq_aux, .attn = cfg.attn,
+                             .use_ignore = d.pad >= 0, .ignore_id = (int32_t)d.pad};
         dsv3_tmodel_zero_grads(&tm);
         memset(counts, 0, sizeof(int64_t) * (size_t)nl * (E ? E : 1));
         dsv3_loss_parts acc = {0};

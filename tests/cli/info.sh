@@ -76,4 +76,15 @@ check "exact active past 2^64" has '"active_params": 3112899706167079454378785,'
 check "exact weight bytes" has '"weight_bytes_bf16": 45335409927306630292535957570,'
 human=$("$D" info --config "$tmp/huge.json")
 check "human exact total" grep -q "(22,667,704,963,653,315,146,267,978,785)" <<<"$human"
+
+# --train: the training memory plan. Masters are 4 bytes per parameter of the table, MTP included:
+# tiny has total + MTP parameters (from the same --json) of fp32 each.
+tj=$("$D" info --config configs/tiny.json --train --batch 8 --seq 256 --json)
+tot=$(grep -o '"total_params": [0-9]*' <<<"$tj" | grep -o '[0-9]*$'); mtp=$(grep -o '"mtp_params": [0-9]*' <<<"$tj" | grep -o '[0-9]*$')
+check "--train masters = 4 x (total + MTP)" grep -q "\"train_master_bytes\": $((4 * (tot + mtp)))," <<<"$tj"
+act=$(grep -o '"train_activation_bytes": [0-9]*' <<<"$tj" | grep -o '[0-9]*$'); amin=$(grep -o '"train_activation_min_bytes": [0-9]*' <<<"$tj" | grep -o '[0-9]*$')
+check "--train activations >= analytic minimum > 0" test "$act" -ge "$amin" -a "$amin" -gt 0
+check "--train table rows" bash -c '"$0" info --config configs/tiny.json --train | grep -q "activations kept"' "$D"
+expect_exit 2 "--batch without --train" "$D" info --config configs/tiny.json --batch 4
+expect_exit 2 "--seq 0" "$D" info --config configs/tiny.json --train --seq 0
 finish
