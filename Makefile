@@ -74,6 +74,7 @@ fuzz-smoke: $(DSV3_BIN)
 fixtures:
 	python3 tools/ref/make_model_fixtures.py --out tests/fixtures/model
 	python3 tools/ref/make_grad_fixtures.py --out tests/fixtures/grad
+	python3 tools/ref/make_train_fixtures.py --out tests/fixtures/train
 
 clean:
 	rm -rf build dsv3

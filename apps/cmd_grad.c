@@ -48,38 +48,20 @@ static int parse_float(const char *opt, const char *v, float *out) {
     return 0;
 }
 
-// Reads ROWS.npy (int32/int64, [B, T+1]) into int32 rows; checks the ids against the vocabulary.
+// Reads ROWS.npy (int32/int64, [B, T+1]) into int32 rows; checks the shape and the ids against the vocabulary.
 static int read_rows(const char *path, int V, int32_t **rows, int *B, int *T1) {
-    dsv3_mmap mm;
-    if (dsv3_mmap_open(&mm, path) < 0) return -1;
-    dsv3_npy_info info;
-    int rc = dsv3_npy_parse(mm.data, mm.size, path, &info);
-    if (rc == 0 && info.dtype == DSV3_NPY_F32) rc = dsv3_errorf("%s: rows must be int32 or int64 token ids, found float32", path);
-    if (rc == 0 && info.ndim != 2) rc = dsv3_errorf("%s: rows must have shape [B, T+1], found %d dimensions", path, info.ndim);
-    if (rc == 0 && (info.shape[0] < 1 || info.shape[1] < 2))
-        rc = dsv3_errorf("%s: shape [%lld, %lld]: need B >= 1 rows of T+1 >= 2 ids", path, (long long)info.shape[0],
-                         (long long)info.shape[1]);
-    if (rc == 0 && (info.shape[0] > (1 << 20) || info.shape[1] > (1 << 20) || info.count > ((uint64_t)1 << 26)))
-        rc = dsv3_errorf("%s: shape [%lld, %lld] is too large for one batch", path, (long long)info.shape[0],
-                         (long long)info.shape[1]);
-    if (rc == 0) {
-        *B = (int)info.shape[0];
-        *T1 = (int)info.shape[1];
-        *rows = dsv3_malloc(sizeof(int32_t) * (size_t)info.count);
-        const unsigned char *p = mm.data + info.data_offset;
-        for (uint64_t i = 0; i < info.count && rc == 0; i++) {
-            int64_t v;
-            if (info.dtype == DSV3_NPY_I32) { int32_t x; memcpy(&x, p + 4 * i, 4); v = x; }
-            else memcpy(&v, p + 8 * i, 8);
-            if (v < 0 || v >= V)
-                rc = dsv3_errorf("%s: token id %lld at row %llu, position %llu is outside the vocabulary [0, %d)", path,
-                                 (long long)v, (unsigned long long)(i / info.shape[1]), (unsigned long long)(i % info.shape[1]), V);
-            (*rows)[i] = (int32_t)v;
-        }
-        if (rc) { free(*rows); *rows = NULL; }
-    }
-    dsv3_mmap_close(&mm);
-    return rc;
+    int64_t r = 0, c = 0;
+    if (dsv3_npy_read_ids_2d(path, (uint64_t)1 << 26, rows, &r, &c) < 0) return -1;
+    int rc = 0;
+    if (r < 1 || c < 2) rc = dsv3_errorf("%s: shape [%lld, %lld]: need B >= 1 rows of T+1 >= 2 ids", path, (long long)r, (long long)c);
+    for (int64_t i = 0; rc == 0 && i < r * c; i++)
+        if ((*rows)[i] >= V)
+            rc = dsv3_errorf("%s: token id %d at row %lld, position %lld is outside the vocabulary [0, %d)", path, (*rows)[i],
+                             (long long)(i / c), (long long)(i % c), V);
+    if (rc) { free(*rows); *rows = NULL; return -1; }
+    *B = (int)r;
+    *T1 = (int)c;
+    return 0;
 }
 
 int cmd_grad(int argc, char **argv) {

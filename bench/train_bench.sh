@@ -116,7 +116,7 @@ def top(tag, k=5):
 prof = []
 for tag in ("tiny", "small"):
     t = top(tag)
-    if t:
+    if t and t[0]:
         prof.append(f"- {tag}: {t[0]}. All SGEMM symbols (`dsv3_sg*`: micro-kernel, packing, the threaded driver) "
                     f"{t[1]:.0f}%, attention (`*attn*`) {t[2]:.0f}%.")
 
@@ -167,7 +167,7 @@ to safetensors, loaded by transformers + the MTP module; the same {xc['B']} x {x
 **Hot spots** of the dsv3 step (`perf record -F 499`, naive attention, sampling only the timed steps: the bench enables
 perf through its control fifo after the init and the warm-up step; share of all samples of the process, both threads):
 
-{chr(10).join(prof)}
+{chr(10).join(prof) if prof else "(not profiled in this run: PERF=0)"}
 """
 open(os.path.join(out, "section.md"), "w").write(body)
 PY

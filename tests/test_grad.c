@@ -25,21 +25,10 @@ static double jnum(const cJSON *o, const char *k) {
 }
 
 static int32_t *load_rows(const char *path, int *B, int *T1) {
-    dsv3_mmap mm;
-    if (dsv3_mmap_open(&mm, path) < 0) return NULL;
-    dsv3_npy_info info;
     int32_t *rows = NULL;
-    if (dsv3_npy_parse(mm.data, mm.size, path, &info) == 0 && info.ndim == 2 && info.dtype != DSV3_NPY_F32) {
-        *B = (int)info.shape[0]; *T1 = (int)info.shape[1];
-        rows = malloc(sizeof(int32_t) * info.count);
-        for (uint64_t i = 0; i < info.count; i++) {
-            int64_t v;
-            if (info.dtype == DSV3_NPY_I32) { int32_t x; memcpy(&x, mm.data + info.data_offset + 4 * i, 4); v = x; }
-            else memcpy(&v, mm.data + info.data_offset + 8 * i, 8);
-            rows[i] = (int32_t)v;
-        }
-    }
-    dsv3_mmap_close(&mm);
+    int64_t r = 0, c = 0;
+    if (dsv3_npy_read_ids_2d(path, (uint64_t)1 << 24, &rows, &r, &c) < 0) return NULL;
+    *B = (int)r; *T1 = (int)c;
     return rows;
 }
 

@@ -163,3 +163,34 @@ out:
     dsv3_mmap_close(&m);
     return rc;
 }
+
+int dsv3_npy_read_ids_2d(const char *path, uint64_t max_count, int32_t **ids, int64_t *rows, int64_t *cols) {
+    dsv3_mmap mm;
+    *ids = NULL;
+    if (dsv3_mmap_open(&mm, path) < 0) return -1;
+    dsv3_npy_info info;
+    int rc = dsv3_npy_parse(mm.data, mm.size, path, &info);
+    if (rc == 0 && info.dtype == DSV3_NPY_F32) rc = dsv3_errorf("%s: token ids must be int32 or int64, found float32", path);
+    if (rc == 0 && info.ndim != 2) rc = dsv3_errorf("%s: expected shape [rows, ids per row], found %d dimensions", path, info.ndim);
+    if (rc == 0 && info.count > max_count)
+        rc = dsv3_errorf("%s: %llu ids, more than the limit of %llu", path, (unsigned long long)info.count, (unsigned long long)max_count);
+    if (rc == 0) {
+        *rows = info.shape[0];
+        *cols = info.shape[1];
+        int32_t *out = dsv3_malloc(sizeof(int32_t) * (info.count ? info.count : 1));
+        const unsigned char *p = mm.data + info.data_offset;
+        for (uint64_t i = 0; i < info.count && rc == 0; i++) {
+            int64_t v;
+            if (info.dtype == DSV3_NPY_I32) { int32_t x; memcpy(&x, p + 4 * i, 4); v = x; }
+            else memcpy(&v, p + 8 * i, 8);
+            if (v < 0 || v > INT32_MAX)
+                rc = dsv3_errorf("%s: token id %lld at row %llu, position %llu is negative or too large", path, (long long)v,
+                                 (unsigned long long)(i / info.shape[1]), (unsigned long long)(i % info.shape[1]));
+            out[i] = (int32_t)v;
+        }
+        if (rc) free(out);
+        else *ids = out;
+    }
+    dsv3_mmap_close(&mm);
+    return rc;
+}

@@ -32,3 +32,8 @@ int dsv3_npy_write_f32(const char *path, const float *data, int ndim, const int6
 // data). On success *data is a dsv3_malloc'd buffer (free()), *ndim and shape[0..ndim) are set.
 // Returns 0, or -1 with dsv3_error() naming the file and problem.
 int dsv3_npy_read_f32(const char *path, float **data, int *ndim, int64_t shape[DSV3_NPY_MAX_DIMS]);
+
+// Read a 2-D .npy of int32/int64 token ids ([rows, cols], C order) as int32: every id must be in
+// [0, 2^31). At most max_count ids. On success *ids is dsv3_malloc'd. Returns 0, or -1 with
+// dsv3_error() naming the file (and the row and position of a bad id).
+int dsv3_npy_read_ids_2d(const char *path, uint64_t max_count, int32_t **ids, int64_t *rows, int64_t *cols);

@@ -73,31 +73,13 @@ static int data_open(data_src *d, const char *path, uint64_t seed, int shuffle) 
     d->pad = -1;
     size_t n = strlen(path);
     if (n > 4 && strcmp(path + n - 4, ".npy") == 0) {
-        dsv3_mmap mm;
-        if (dsv3_mmap_open(&mm, path) < 0) return -1;
-        dsv3_npy_info info;
-        int rc = dsv3_npy_parse(mm.data, mm.size, path, &info);
-        if (rc == 0 && (info.dtype == DSV3_NPY_F32 || info.ndim != 2 || info.shape[1] < 2 || info.shape[0] < 1))
-            rc = dsv3_errorf("%s: training rows must be int32/int64 of shape [N, T+1] with N >= 1, T+1 >= 2", path);
-        if (rc == 0 && info.count > ((uint64_t)1 << 31)) rc = dsv3_errorf("%s: too many ids for a .npy of rows", path);
-        if (rc == 0) {
-            d->npy_rows = d->n_rows = (uint64_t)info.shape[0];
-            d->T = (int)info.shape[1] - 1;
-            d->npy = dsv3_malloc(sizeof(int32_t) * info.count);
-            uint64_t h = 0xcbf29ce484222325ULL;
-            for (uint64_t i = 0; i < info.count; i++) {
-                int64_t v;
-                if (info.dtype == DSV3_NPY_I32) { int32_t x; memcpy(&x, mm.data + info.data_offset + 4 * i, 4); v = x; }
-                else memcpy(&v, mm.data + info.data_offset + 8 * i, 8);
-                if (v < 0 || v > INT32_MAX) { rc = dsv3_errorf("%s: id %lld at flat index %llu is negative or too large", path, (long long)v, (unsigned long long)i); break; }
-                d->npy[i] = (int32_t)v;
-                for (int b = 0; b < 4; b++) { h ^= (uint8_t)(v >> (8 * b)); h *= 0x100000001b3ULL; }
-            }
-            d->digest = h;
-        }
-        dsv3_mmap_close(&mm);
-        if (rc) { free(d->npy); d->npy = NULL; }
-        return rc;
+        int64_t r = 0, cols = 0;
+        if (dsv3_npy_read_ids_2d(path, (uint64_t)1 << 31, &d->npy, &r, &cols) < 0) return -1;
+        if (r < 1 || cols < 2) return dsv3_errorf("%s: training rows must have shape [N, T+1] with N >= 1, T+1 >= 2", path);
+        d->npy_rows = d->n_rows = (uint64_t)r;
+        d->T = (int)cols - 1;
+        d->digest = dsv3_fnv1a64(d->npy, sizeof(int32_t) * (size_t)r * cols);
+        return 0;
     }
     d->shards = dsv3_data_open(path, "train", 0);
     if (!d->shards) return -1;
