@@ -29,6 +29,8 @@ static void usage(FILE *f) {
             "  --data DATA          shards from `dsv3 data prepare` (folder or manifest.json; the val split is\n"
             "                       used for evaluation) or ROWS.npy (int32/int64 [N, T+1], used in order)\n"
             "  --no-shuffle         read shard rows in order (default: a seeded permutation per epoch)\n"
+            "  --verify             check every shard's full checksum and id range at open (default: size,\n"
+            "                       header, run id and a sampled checksum)\n"
             "  --batch B            rows per optimizer step (default 8)\n"
             "  --micro-batch M      rows per forward/backward; B/M micro-batches are accumulated (default B)\n"
             "  --batch-ramp         B/5 -> B staircase over the first 3.17%% of tokens (by micro-batch count)\n"
@@ -81,6 +83,7 @@ int cmd_train_model(int argc, char **argv) {
         if (cli_is_help(a)) { usage(stdout); return cli_stdout_done("train", 0); }
         if (!strcmp(a, "--no-shuffle")) { c.shuffle = 0; continue; }
         if (!strcmp(a, "--batch-ramp")) { c.batch_ramp = 1; continue; }
+        if (!strcmp(a, "--verify")) { c.verify_data = 1; continue; }
         if (!strcmp(a, "--quiet")) { c.quiet = 1; continue; }
         if (i + 1 >= argc) return cli_usage_error("train", "%s needs a value", a);
         const char *v = argv[++i];

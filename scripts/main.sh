@@ -27,6 +27,7 @@ if [ ! -s data/shards-tiny/manifest.json ]; then
   echo "== data prepare: data/corpus/*.jsonl -> data/shards-tiny (seq-len 256, FIM 0.1, best-fit packing)" >&2
   ./dsv3 data prepare --tokenizer data/tokenizer/tokenizer.json --out data/shards-tiny --seq-len 256 --quiet data/corpus/*.jsonl
 fi
+./dsv3 data verify data/shards-tiny
 echo "== train configs/tiny.json on data/shards-tiny: $TOKENS tokens, batch $BATCH x 256, lr $LR" >&2
 rm -rf "$RUN"
 ./dsv3 train --config configs/tiny.json --data data/shards-tiny --out "$RUN" \

@@ -65,7 +65,7 @@ typedef struct {
     uint64_t digest;
 } data_src;
 
-static int data_open(data_src *d, const char *path, uint64_t seed, int shuffle) {
+static int data_open(data_src *d, const char *path, uint64_t seed, int shuffle, int verify) {
     memset(d, 0, sizeof *d);
     d->seed = seed;
     d->shuffle = shuffle;
@@ -81,14 +81,14 @@ static int data_open(data_src *d, const char *path, uint64_t seed, int shuffle) 
         d->digest = dsv3_fnv1a64(d->npy, sizeof(int32_t) * (size_t)r * cols);
         return 0;
     }
-    d->shards = dsv3_data_open(path, "train", 0);
+    d->shards = dsv3_data_open(path, "train", verify);
     if (!d->shards) return -1;
     d->n_rows = dsv3_data_num_rows(d->shards);
     d->T = dsv3_data_seq_len(d->shards);
     d->pad = dsv3_data_pad_id(d->shards);
     d->digest = dsv3_data_digest(d->shards);
     if (d->n_rows == 0) return dsv3_errorf("%s: the train split has no rows", path);
-    d->val = dsv3_data_open(path, "val", 0); // optional
+    d->val = dsv3_data_open(path, "val", verify); // optional
     if (!d->val) dsv3_error_clear();
     else if (dsv3_data_num_rows(d->val) == 0) { dsv3_data_close(d->val); d->val = NULL; }
     return 0;
@@ -366,7 +366,7 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
     }
 
     // data
-    if (data_open(&d, cfg.data, cfg.seed, cfg.shuffle) < 0) BADE();
+    if (data_open(&d, cfg.data, cfg.seed, cfg.shuffle, cfg.verify_data) < 0) BADE();
     if (d.shards && dsv3_data_vocab_size(d.shards) > mc.vocab_size)
         BAD("%s: the dataset's tokenizer has %d ids, the model's vocabulary only %d", cfg.data, dsv3_data_vocab_size(d.shards), mc.vocab_size);
     if (d.npy)

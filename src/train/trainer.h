@@ -29,6 +29,7 @@ typedef struct {
     double bias_speed;         // < 0: the schedule (1e-3, then 0)
     int batch_ramp;
     int shuffle;               // shards: seeded permutation per epoch (1) or in order (0)
+    int verify_data;           // shards: full checksums and id range at open (default: size, header, sampled checksum)
     dsv3_save_dtype save_dtype; int save_dtype_set;
     long save_every, eval_every, log_every;
     int eval_rows;
