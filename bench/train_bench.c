@@ -183,13 +183,14 @@ static int cmd_export(const char *cfg_path, const char *dir) {
 
 // Under `perf record -D -1 --control fifo:CTL` (bench/train_bench.sh's hot-spot profile) sampling starts here,
 // after the init and the first warm-up step: TRAIN_BENCH_PERF_CTL names perf's control fifo.
-static void perf_enable(void) {
-    static int done;
+// Sampling stops after the timed steps of that first mode, so the profile is exactly its timed steps.
+static void perf_ctl(const char *cmd) {
+    static int state; // 0: not yet enabled, 1: enabled, 2: done
     const char *p = getenv("TRAIN_BENCH_PERF_CTL");
-    if (done || !p || !*p) return;
-    done = 1;
+    if (!p || !*p || state == 2 || (state == 0) != !strcmp(cmd, "enable")) return;
+    state++;
     FILE *f = fopen(p, "w");
-    if (f) { fputs("enable\n", f); fclose(f); }
+    if (f) { fprintf(f, "%s\n", cmd); fclose(f); }
 }
 
 // One mode: warm-up + `steps` timed steps; prints one JSON line.
@@ -204,7 +205,7 @@ static int run_mode(dsv3_tmodel *tm, dsv3_train *tr, const int32_t *rows, const 
     dsv3_loss_parts lp0, lp;
     dsv3_tmodel_zero_grads(tm);
     if (dsv3_train_step(tr, rows, &o, &lp0) < 0) { fprintf(stderr, "%s\n", dsv3_error()); return 1; } // warm-up
-    perf_enable();
+    perf_ctl("enable");
     double *wt = malloc(sizeof(double) * steps), *ct = malloc(sizeof(double) * steps), zero_best = 1e30;
     unsigned long allocs = dsv3_alloc_count();
     for (int r = 0; r < steps; r++) {
@@ -219,6 +220,7 @@ static int run_mode(dsv3_tmodel *tm, dsv3_train *tr, const int32_t *rows, const 
         snap(&b);
         ct[r] = crit(&a, &b);
     }
+    perf_ctl("disable");
     allocs = dsv3_alloc_count() - allocs;
     qsort(wt, steps, sizeof(double), cmpd);
     qsort(ct, steps, sizeof(double), cmpd);

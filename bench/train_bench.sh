@@ -16,9 +16,9 @@ export OMP_NUM_THREADS=$TH
 TINY_B=${TINY_B:-8}; TINY_T=${TINY_T:-256}
 SMALL_B=${SMALL_B:-1}; SMALL_T=${SMALL_T:-128}
 TINY_CFG=${TINY_CFG:-configs/tiny.json}; SMALL_CFG=${SMALL_CFG:-configs/small.json}  # (override for a dry run)
-STEPS=${STEPS:-5}; SMALL_STEPS=${SMALL_STEPS:-2}
+STEPS=${STEPS:-3}; SMALL_STEPS=${SMALL_STEPS:-1}
 # torch's bf16 matmuls are 10-100x slower than fp32 on this AVX2-only CPU (see the section): fewer timed steps
-BF16_STEPS=${BF16_STEPS:-2}; SMALL_BF16_STEPS=${SMALL_BF16_STEPS:-1}
+BF16_STEPS=${BF16_STEPS:-1}; SMALL_BF16_STEPS=${SMALL_BF16_STEPS:-1}
 PERF=${PERF:-1}
 OUT=bench/out/train
 BUILD=${BUILD:-build/bench-train}
@@ -36,12 +36,13 @@ run() { # tag, command...: appends the JSON line(s) with "tag" added
     [[ $l == \{* ]] && echo "{\"tag\": \"$tag\", ${l#\{}" | tee -a "$RES" >&2
   done
 }
-profile() { # tag, config, B, T, steps: perf record of the dsv3 naive step, sampling after init + warm-up
+dsv3run() { # tag, config, B, T, steps: the dsv3 modes in one process (one init); with PERF=1 under `perf record`,
+  # sampling exactly the timed steps of the first mode (naive): the bench drives perf's control fifo
   local tag=$1 cfg=$2 b=$3 t=$4 n=$5 ctl=$OUT/perf.ctl ack=$OUT/perf.ack
+  if [ "$PERF" != 1 ]; then run "$tag" "$BIN" "$cfg" "$b" "$t" "$n" naive,absorb,fwd; return; fi
   rm -f "$ctl" "$ack"; mkfifo "$ctl" "$ack"
-  log "perf $tag"
-  TRAIN_BENCH_PERF_CTL=$ctl perf record -q -D -1 --control "fifo:$ctl,$ack" -F 499 -o "$OUT/perf.$tag.data" \
-    "$BIN" "$cfg" "$b" "$t" "$n" naive >/dev/null 2>>"$OUT/stderr.log"
+  TRAIN_BENCH_PERF_CTL=$ctl run "$tag" perf record -q -D -1 --control "fifo:$ctl,$ack" -F 499 -o "$OUT/perf.$tag.data" \
+    "$BIN" "$cfg" "$b" "$t" "$n" naive,absorb,fwd
   perf report -i "$OUT/perf.$tag.data" --no-children --sort symbol --stdio 2>/dev/null |
     sed -n 's/^ *\([0-9.]*\)% *\[[.k]\] *\([^ ]*\).*/\1 \2/p' >"$OUT/perf.$tag.txt"
   rm -f "$ctl" "$ack"
@@ -52,14 +53,12 @@ run peak "$BIN" --peak "$TH"
 "$BIN" --export "$TINY_CFG" "$OUT/tiny-init" 2>>"$OUT/stderr.log"
 run xcheck python3 bench/train_bench.py loss "$OUT/tiny-init" "$TINY_B" "$TINY_T"
 
-run tiny "$BIN" "$TINY_CFG" "$TINY_B" "$TINY_T" "$STEPS" naive,absorb,fwd
+dsv3run tiny "$TINY_CFG" "$TINY_B" "$TINY_T" "$STEPS"
 run tiny python3 bench/train_bench.py time "$TINY_CFG" "$TINY_B" "$TINY_T" "$STEPS" "$TH" fp32
 run tiny python3 bench/train_bench.py time "$TINY_CFG" "$TINY_B" "$TINY_T" "$BF16_STEPS" "$TH" bf16
-[ "$PERF" = 1 ] && profile tiny "$TINY_CFG" "$TINY_B" "$TINY_T" "$STEPS"
-run small "$BIN" "$SMALL_CFG" "$SMALL_B" "$SMALL_T" "$SMALL_STEPS" naive,absorb,fwd
+dsv3run small "$SMALL_CFG" "$SMALL_B" "$SMALL_T" "$SMALL_STEPS"
 run small python3 bench/train_bench.py time "$SMALL_CFG" "$SMALL_B" "$SMALL_T" "$SMALL_STEPS" "$TH" fp32
 run small python3 bench/train_bench.py time "$SMALL_CFG" "$SMALL_B" "$SMALL_T" "$SMALL_BF16_STEPS" "$TH" bf16
-[ "$PERF" = 1 ] && profile small "$SMALL_CFG" "$SMALL_B" "$SMALL_T" "$SMALL_STEPS"
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
 python3 - "$RES" "$OUT" "$LOAD0" "$LOAD1" "$TH" "$STEPS" "$SMALL_STEPS" "$BF16_STEPS" "$SMALL_BF16_STEPS" <<'PY'

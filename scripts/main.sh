@@ -6,15 +6,15 @@
 #      layer, 10.3M parameters) with the DeepSeek-V3 recipe for a fixed token budget (~10 minutes
 #      on 2 cores), into data/runs/tiny: HF checkpoint, metrics.jsonl, plots;
 #   4. the validation loss next to the unigram entropy of the validation set, MaxVio before/after.
-# Knobs (environment): TOKENS (budget, default 1.2M), BATCH (rows per step, default 16), LR.
+# Knobs (environment): TOKENS (budget, default 600K), BATCH (rows per step, default 8), LR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x ./dsv3 ] || make -j"$(nproc)"
 [ -f data/corpus/SOURCES.txt ] || bash scripts/build_corpus.sh
 # OpenMP threads sleep while waiting: on a shared 2-core machine spinning loses (docs/PERF.md)
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
-TOKENS=${TOKENS:-1200000}
-BATCH=${BATCH:-16}
+TOKENS=${TOKENS:-600000}
+BATCH=${BATCH:-8}
 LR=${LR:-2e-3}
 RUN=data/runs/tiny
 
@@ -32,7 +32,7 @@ echo "== train configs/tiny.json on data/shards-tiny: $TOKENS tokens, batch $BAT
 rm -rf "$RUN"
 ./dsv3 train --config configs/tiny.json --data data/shards-tiny --out "$RUN" \
   --tokens "$TOKENS" --batch "$BATCH" --micro-batch 8 --lr "$LR" --warmup 20 --init-std 0.02 \
-  --eval-every 50 --eval-rows 128 --save-every 100 --log-every 10
+  --eval-every 50 --eval-rows 64 --save-every 100 --log-every 10
 echo "== the trained checkpoint runs in the forward pass:" >&2
 ids=$(printf 'The meaning of the word' | ./dsv3 tokenize --tokenizer data/tokenizer/tokenizer.json | tr ' ' ',')
 ./dsv3 logits --model "$RUN" --ids "$ids" --out data/runs/tiny-logits.npy

@@ -253,10 +253,13 @@ static void write_script(FILE *f, const metrics *m, const char *run_dir, char *c
 
     // lr.png
     fputs("set output ", f); gp_str(f, tmp[1]); fputc('\n', f);
-    fputs("set title 'Learning rate'\nset xlabel 'optimizer step'\nset ylabel 'learning rate'\nset format x '%g'\n"
-          "set format y '%.1e'\nset yrange [0:*]\nset key bottom left\n", f);
+    double lr_max = 0, lam_max = 0; // ranges with a margin above a constant curve
+    for (int i = 0; i < ns; i++) { lr_max = fmax(lr_max, m->s[i].lr); lam_max = fmax(lam_max, m->s[i].lambda); }
+    fprintf(f, "set title 'Learning rate'\nset xlabel 'optimizer step'\nset ylabel 'learning rate'\nset format x '%%g'\n"
+            "set format y '%%.1e'\nset yrange [0:%.9g]\nset key bottom left\n", lr_max > 0 ? 1.08 * lr_max : 1.0);
+    if (has_mtp) fprintf(f, "set y2range [0:%.9g]\n", 1.08 * lam_max);
     if (has_mtp)
-        fputs("set y2label 'MTP weight lambda'\nset y2tics\nset y2range [0:*]\n"
+        fputs("set y2label 'MTP weight lambda'\nset y2tics\n"
               "plot $steps using 1:3 with lines lw 2 lc rgb '#1f77b4' title 'lr', "
               "$steps using 1:6 axes x1y2 with lines dt 2 lw 1.5 lc rgb '#d62728' title 'lambda (right axis)'\n", f);
     else fputs("plot $steps using 1:3 with lines lw 2 lc rgb '#1f77b4' title 'lr'\n", f);

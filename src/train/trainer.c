@@ -7,6 +7,7 @@
 #include "kernels/backend.h"
 #include "model/train.h"
 #include "train/data.h"
+#include "train/plot.h"
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -211,6 +212,34 @@ static int rm_tree(const char *dir) {
     return rmdir(dir);
 }
 
+// Removes root/name so that a kill at any moment leaves it whole or absent: renamed to a hidden
+// ".name.del.PID" first (atomic), then deleted.
+static void rm_tree_atomic(const char *root, const char *name) {
+    char tn[128];
+    snprintf(tn, sizeof tn, ".%s.del.%d", name, (int)getpid());
+    char *p = dsv3_path_join(root, name), *t = dsv3_path_join(root, tn);
+    if (rename(p, t) == 0) { dsv3_fsync_dir(root); rm_tree(t); }
+    free(p); free(t);
+}
+
+// Leftovers of dead writers in root: ".step-N.tmp.PID" / ".step-N.del.PID" folders whose PID is gone.
+static void rm_stale_dirs(const char *root) {
+    DIR *dd = opendir(root);
+    if (!dd) return;
+    struct dirent *e;
+    while ((e = readdir(dd))) {
+        const char *dot = strrchr(e->d_name, '.');
+        if (strncmp(e->d_name, ".step-", 6) || !dot || !(strstr(e->d_name, ".tmp.") || strstr(e->d_name, ".del."))) continue;
+        char *end;
+        long pid = strtol(dot + 1, &end, 10);
+        if (*end || pid <= 0 || pid == getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; // a live writer's
+        char *p = dsv3_path_join(root, e->d_name);
+        rm_tree(p);
+        free(p);
+    }
+    closedir(dd);
+}
+
 // A periodic checkpoint: OUT/checkpoints/step-NNNNNNN, written under a temp name and renamed (a
 // kill leaves either no folder or a complete one); keeps the newest `keep`.
 static int save_periodic(const char *out, const dsv3_train_cfg *c, const progress *pr, const data_src *d,
@@ -221,10 +250,11 @@ static int save_periodic(const char *out, const dsv3_train_cfg *c, const progres
     snprintf(name, sizeof name, "step-%07ld", pr->step);
     snprintf(tmpn, sizeof tmpn, ".%s.tmp.%d", name, (int)getpid());
     char *fin = dsv3_path_join(root, name), *tmp = dsv3_path_join(root, tmpn);
+    rm_stale_dirs(root);
     rm_tree(tmp);
     int rc = save_all(tmp, c, pr, d, tm, o, cfg_text, micro, lr_now);
     if (rc == 0) {
-        rm_tree(fin);
+        rm_tree_atomic(root, name);
         if (rename(tmp, fin) != 0) rc = dsv3_errorf("%s: rename failed: %s", fin, strerror(errno));
         else rc = dsv3_fsync_dir(root);
     } else {
@@ -242,7 +272,7 @@ static int save_periodic(const char *out, const dsv3_train_cfg *c, const progres
         for (int i = 1; i < n; i++)
             for (int k = i; k > 0 && strcmp(names[k - 1], names[k]) > 0; k--) { char *t = names[k]; names[k] = names[k - 1]; names[k - 1] = t; }
         for (int i = 0; i < n; i++) {
-            if (i < n - c->keep_checkpoints) { char *p = dsv3_path_join(root, names[i]); rm_tree(p); free(p); }
+            if (i < n - c->keep_checkpoints) rm_tree_atomic(root, names[i]);
             free(names[i]);
         }
     }
@@ -340,6 +370,8 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
     if (!cfg.out_dir) BAD("train: --out DIR is required");
     if (!cfg.data) BAD("train: --data (shards folder or ROWS.npy) is required");
     if (!!cfg.model_dir + !!cfg.config_path > 1) BAD("train: give --model or --config, not both");
+    if (cfg.resume_dir && (cfg.model_dir || cfg.config_path))
+        BAD("train: --resume DIR continues the run with DIR's own config and weights; leave out --%s", cfg.model_dir ? "model" : "config");
     if (!cfg.resume_dir && !cfg.model_dir && !cfg.config_path) BAD("train: --model DIR, --config CFG or --resume DIR is required");
 
     // model
@@ -356,8 +388,10 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
         if (!cfg_text) BADE();
         if (dsv3_tmodel_load(&tm, cfg.model_dir) < 0) BADE();
         mc = tm.cfg;
+        dsv3_config src; // tm.cfg has fp8 cleared (the masters are fp32): the file's own config says
+        const int src_fp8 = dsv3_config_parse(&src, cfg_text, cfg.model_dir) == 0 && src.fp8;
         if (!cfg.save_dtype_set) // the dtype of the starting checkpoint
-            cfg.save_dtype = mc.fp8 ? DSV3_SAVE_FP8 : strstr(cfg_text, "\"bfloat16\"") ? DSV3_SAVE_BF16 : DSV3_SAVE_F32;
+            cfg.save_dtype = src_fp8 ? DSV3_SAVE_FP8 : strstr(cfg_text, "\"bfloat16\"") ? DSV3_SAVE_BF16 : DSV3_SAVE_F32;
     } else {
         cfg_text = dsv3_read_file_max(cfg.config_path, DSV3_READ_MAX_JSON, "a config.json", NULL);
         if (!cfg_text) BADE();
@@ -481,6 +515,10 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
     {
         struct stat sb;
         if (stat(cfg.out_dir, &sb) == 0 && !S_ISDIR(sb.st_mode)) BAD("%s: --out names an existing file, not a folder", cfg.out_dir);
+        char *path = dsv3_strdup(cfg.out_dir); // mkdir -p
+        for (char *q = path + 1; *q; q++)
+            if (*q == '/') { *q = 0; mkdir(path, 0755); *q = '/'; }
+        free(path);
         if (mkdir(cfg.out_dir, 0755) != 0 && errno != EEXIST) BAD("%s: cannot create: %s", cfg.out_dir, strerror(errno));
         if (dsv3_dir_lock(&lock, cfg.out_dir) < 0) BADE();
         dsv3_dir_clean_stale_temps(cfg.out_dir, NULL, NULL);
@@ -637,6 +675,8 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
                 pr.tokens_done, elast.loss, elast.main, elast.maxvio_global);
     if (fflush(mf) != 0 || ferror(mf)) { dsv3_errorf("%s/metrics.jsonl: write failed", cfg.out_dir); rc = 1; goto done; }
     if (save_all(cfg.out_dir, &cfg, &pr, &d, &tm, &opt, cfg_text, micro, lr) < 0) { rc = 1; goto done; }
+    if (dsv3_plot_run(cfg.out_dir, NULL) != 0) fprintf(stderr, "dsv3 train: warning: plots not written: %s\n", dsv3_error());
+    else if (!cfg.quiet) fprintf(stderr, "dsv3 train: plots in %s/{loss,lr,expert_load}.png\n", cfg.out_dir);
     if (!cfg.quiet) {
         fprintf(stderr, "dsv3 train: %s after %ld steps (%lld tokens) in %.1f s; checkpoint in %s (%s)\n",
                 stopped ? "interrupted, saved" : "done", pr.step, pr.tokens_done, now_s() - t_start, cfg.out_dir,
