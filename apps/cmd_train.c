@@ -31,7 +31,7 @@ static void usage(FILE *f) {
             "  --no-shuffle         read shard rows in order (default: a seeded permutation per epoch)\n"
             "  --verify             check every shard's full checksum and id range at open (default: size,\n"
             "                       header, run id and a sampled checksum)\n"
-            "  --batch B            rows per optimizer step (default 8)\n"
+            "  --batch B            rows per optimizer step (default 8; with --resume the run's)\n"
             "  --micro-batch M      rows per forward/backward; B/M micro-batches are accumulated (default B)\n"
             "  --batch-ramp         B/5 -> B staircase over the first 3.17%% of tokens (by micro-batch count)\n"
             "  --steps N            optimizer steps (budget N*B*T tokens), or\n"

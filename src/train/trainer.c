@@ -27,7 +27,7 @@ void dsv3_train_cfg_defaults(dsv3_train_cfg *c) {
     memset(c, 0, sizeof *c);
     c->init_std = 0.006f;
     c->seed = 1;
-    c->batch = 8;
+    c->batch = 0; // 8, or the resumed run's
     c->lr = 1e-3;
     c->schedule = DSV3_SCHED_V3;
     c->adam = (dsv3_adamw_cfg){.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
@@ -343,6 +343,27 @@ static void fmt_eta(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
 }
 
+// The JSON header of DIR/trainer_state.bin, or NULL.
+static cJSON *peek_state(const char *dir) {
+    char *p = dsv3_path_join(dir, "trainer_state.bin");
+    dsv3_mmap mm;
+    cJSON *j = NULL;
+    if (dsv3_mmap_open(&mm, p) == 0) {
+        uint32_t hl;
+        if (mm.size > 16 && (memcpy(&hl, mm.data + 12, 4), 16 + (size_t)hl <= mm.size)) {
+            char *t = dsv3_malloc((size_t)hl + 1);
+            memcpy(t, mm.data + 16, hl);
+            t[hl] = 0;
+            j = cJSON_Parse(t);
+            free(t);
+        }
+        dsv3_mmap_close(&mm);
+    }
+    dsv3_error_clear();
+    free(p);
+    return j;
+}
+
 // ---- the run -------------------------------------------------------------------------------------------------
 
 int dsv3_train_run(const dsv3_train_cfg *c) {
@@ -425,6 +446,14 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
     }
 
     // batch geometry and budget
+    if (cfg.resume_dir && (cfg.batch == 0 || cfg.micro_batch == 0)) { // the run's own geometry by default
+        cJSON *j = peek_state(cfg.resume_dir);
+        const cJSON *b = j ? cJSON_GetObjectItemCaseSensitive(j, "batch") : NULL, *m = j ? cJSON_GetObjectItemCaseSensitive(j, "micro_batch") : NULL;
+        if (cfg.batch == 0 && cJSON_IsNumber(b)) cfg.batch = (int)b->valuedouble;
+        if (cfg.micro_batch == 0 && cJSON_IsNumber(m) && cfg.batch == (cJSON_IsNumber(b) ? (int)b->valuedouble : -1)) cfg.micro_batch = (int)m->valuedouble;
+        cJSON_Delete(j);
+    }
+    if (cfg.batch == 0) cfg.batch = 8;
     if (cfg.batch < 1) BAD("train: --batch must be >= 1");
     int micro = cfg.micro_batch > 0 ? cfg.micro_batch : cfg.batch;
     if (micro > cfg.batch || cfg.batch % micro) BAD("train: --batch %d is not a multiple of --micro-batch %d", cfg.batch, micro);
@@ -439,25 +468,13 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
     // resume: the state overrides the budget and positions; config and data must match
     if (cfg.resume_dir) {
         // n_mtp comes from the state header; read it first
-        char *p = dsv3_path_join(cfg.resume_dir, "trainer_state.bin");
-        dsv3_mmap mm;
-        int ok = dsv3_mmap_open(&mm, p) == 0;
-        free(p);
-        if (!ok) BADE();
         int n_mtp = mc.num_nextn_predict_layers;
-        if (mm.size > 16) {
-            uint32_t hl;
-            memcpy(&hl, mm.data + 12, 4);
-            if (16 + (size_t)hl <= mm.size) {
-                char *t = dsv3_malloc(hl + 1);
-                memcpy(t, mm.data + 16, hl); t[hl] = 0;
-                cJSON *j = cJSON_Parse(t);
-                const cJSON *nm = j ? cJSON_GetObjectItemCaseSensitive(j, "n_mtp") : NULL;
-                if (cJSON_IsNumber(nm)) n_mtp = (int)nm->valuedouble;
-                cJSON_Delete(j); free(t);
-            }
+        {
+            cJSON *j = peek_state(cfg.resume_dir);
+            const cJSON *nm = j ? cJSON_GetObjectItemCaseSensitive(j, "n_mtp") : NULL;
+            if (cJSON_IsNumber(nm)) n_mtp = (int)nm->valuedouble;
+            cJSON_Delete(j);
         }
-        dsv3_mmap_close(&mm);
         if (n_mtp < 0 || n_mtp > mc.num_nextn_predict_layers) BAD("%s: trainer state names %d MTP layers", cfg.resume_dir, n_mtp);
         if (dsv3_tmodel_init_random(&tm, &mc, n_mtp, 1.0f, 0) < 0) BADE();
         if (dsv3_ckpt_read_state(cfg.resume_dir, &state_txt, &tm, &opt) < 0) BADE();
