@@ -7,7 +7,8 @@
 # (dsv3 init exported to safetensors, loaded by torch), and a `perf record` profile of the dsv3 step.
 # Writes the section "Training step (forward + backward)" of docs/PERF.md; raw JSON lines in bench/out/train/.
 #   usage: bench/train_bench.sh            (env: THREADS, TINY_CFG, SMALL_CFG, TINY_B, TINY_T, SMALL_B, SMALL_T, STEPS, SMALL_STEPS,
-#                                           BF16_STEPS, SMALL_BF16_STEPS, PERF=0 to skip the profiles)
+#                                           BF16_STEPS, SMALL_BF16_STEPS, PERF=0 to skip the profiles,
+#                                           REPORT_ONLY=1 to rewrite the section from the last results.jsonl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}  # sleep at OpenMP barriers (see bench/forward_bench.sh)
@@ -26,8 +27,6 @@ BIN=$BUILD/bench/train_bench
 mkdir -p "$OUT"
 make -s -j2 BUILD=$BUILD DSV3_BIN=$BUILD/dsv3 $BIN >/dev/null
 RES=$OUT/results.jsonl
-: >"$RES"
-LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 log() { echo "[train_bench $(date -u +%H:%M:%S) load $(cut -d' ' -f1 /proc/loadavg)] $*" >&2; }
 run() { # tag, command...: appends the JSON line(s) with "tag" added
   local tag=$1; shift
@@ -48,6 +47,9 @@ dsv3run() { # tag, config, B, T, steps: the dsv3 modes in one process (one init)
   rm -f "$ctl" "$ack"
 }
 
+if [ "${REPORT_ONLY:-0}" != 1 ]; then  # REPORT_ONLY=1: rewrite the section from the last run's results.jsonl
+: >"$RES"
+echo "{\"tag\": \"load0\", \"load\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$RES"
 run peak "$BIN" --peak "$TH"
 # step-0 loss cross-check: the same seeded init in both
 "$BIN" --export "$TINY_CFG" "$OUT/tiny-init" 2>>"$OUT/stderr.log"
@@ -59,14 +61,24 @@ run tiny python3 bench/train_bench.py time "$TINY_CFG" "$TINY_B" "$TINY_T" "$BF1
 dsv3run small "$SMALL_CFG" "$SMALL_B" "$SMALL_T" "$SMALL_STEPS"
 run small python3 bench/train_bench.py time "$SMALL_CFG" "$SMALL_B" "$SMALL_T" "$SMALL_STEPS" "$TH" fp32
 run small python3 bench/train_bench.py time "$SMALL_CFG" "$SMALL_B" "$SMALL_T" "$SMALL_BF16_STEPS" "$TH" bf16
-LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "{\"tag\": \"load1\", \"load\": \"$(cut -d' ' -f1-3 /proc/loadavg)\", \"date\": \"$(date -u +%Y-%m-%d)\"}" >>"$RES"
+fi
 
-python3 - "$RES" "$OUT" "$LOAD0" "$LOAD1" "$TH" "$STEPS" "$SMALL_STEPS" "$BF16_STEPS" "$SMALL_BF16_STEPS" <<'PY'
+python3 - "$RES" "$OUT" "$TH" "$STEPS" "$SMALL_STEPS" "$BF16_STEPS" "$SMALL_BF16_STEPS" <<'PY'
 import json, os, re, sys, datetime
-res, out, load0, load1, th, steps, ssteps, bsteps, sbsteps = sys.argv[1:]
+res, out, th, steps, ssteps, bsteps, sbsteps = sys.argv[1:]
 R = [json.loads(l) for l in open(res)]
+load0 = next((r["load"] for r in R if r["tag"] == "load0"), "?")
+load1 = next((r["load"] for r in R if r["tag"] == "load1"), "?")
+date = next((r["date"] for r in R if r["tag"] == "load1"), datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"))
+
+def g(x):  # 3 significant digits at most, no exponent
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}" if x >= 1 else f"{x:.3f}"
 peak = next(r for r in R if r["tag"] == "peak")["peak_gflops"]
 xc = next(r for r in R if r["tag"] == "xcheck")
+def nsteps(tag, **kw):
+    r = get(tag, **kw)
+    return r["steps"] if r else "?"
 
 def get(tag, **kw):
     for r in R:
@@ -85,12 +97,12 @@ for cfg in ("tiny", "small"):
         continue
     gf = n["train_gflop_per_step"]
     tgf = lambda r: gf / r["step_s_cpu_best"]
-    rows.append(f"| {cfg} | {n['B']}x{n['T']} = {n['B'] * n['T']} | {gf:.1f} | {n['tok_s']:.0f} | {a['tok_s']:.0f} | "
-                f"{t32['tok_s']:.0f} | {t16['tok_s']:.1f} | {n['tok_s'] / t32['tok_s']:.2f}x | "
-                f"{n['tok_s'] / t16['tok_s']:.1f}x | {n['gflops']:.1f} ({100 * n['gflops'] / peak:.0f}%) | "
-                f"{tgf(t32):.1f} ({100 * tgf(t32) / peak:.0f}%) | {tgf(t16):.1f} |")
-    wall = (f"wall-clock tok/s (same runs, shared machine): dsv3 naive {n['tok_s_wall']:.0f}, absorb {a['tok_s_wall']:.0f}, "
-            f"torch fp32 {t32['tok_s_wall']:.0f}, bf16 {t16['tok_s_wall']:.1f}")
+    rows.append(f"| {cfg} | {n['B']}x{n['T']} = {n['B'] * n['T']} | {gf:.1f} | {g(n['tok_s'])} | {g(a['tok_s'])} | "
+                f"{g(t32['tok_s'])} | {g(t16['tok_s'])} | {n['tok_s'] / t32['tok_s']:.2f}x | "
+                f"{g(n['tok_s'] / t16['tok_s'])}x | {n['gflops']:.1f} ({100 * n['gflops'] / peak:.0f}%) | "
+                f"{tgf(t32):.1f} ({100 * tgf(t32) / peak:.0f}%) | {g(tgf(t16))} |")
+    wall = (f"wall-clock tok/s (same runs, shared machine): dsv3 naive {g(n['tok_s_wall'])}, absorb {g(a['tok_s_wall'])}, "
+            f"torch fp32 {g(t32['tok_s_wall'])}, bf16 {g(t16['tok_s_wall'])}")
     fw = f["step_s_cpu_best"] if f else float("nan")
     notes.append(f"- **{cfg}** ({n['params'] / 1e6:.1f} M trainable parameters, both sides; activations planned "
                  f"{n['act_mb']:.0f} MB + workspace {n['ws_mb']:.0f} MB, {n['allocs_in_steps']} allocations in the timed "
@@ -121,14 +133,13 @@ for tag in ("tiny", "small"):
 
 isa = get("tiny", impl="dsv3", attn="naive", fwd_only=0)
 xd = get("tiny", impl="dsv3", attn="naive", fwd_only=0)
-date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
 body = f"""## Training step (forward + backward)
 
 Command: `bench/train_bench.sh` ({date}, {th} threads, OMP_WAIT_POLICY=passive for both sides; load average
 {load0} at start, {load1} at the end: the machine is shared, so the times are critical-path CPU times, as in the
 matmul section: per step, the largest per-thread CPU time of the process, best of the timed steps; wall-clock
 figures are listed under the table). One process at a time. Each side: random init, one warm-up step, then
-{steps} timed steps for tiny and {ssteps} for small ({bsteps} / {sbsteps} for torch bf16, which is 20-100x slower; fewer
+{nsteps('tiny', impl='dsv3')} timed steps for tiny and {nsteps('small', impl='dsv3')} for small ({nsteps('tiny', prec='bf16')} / {nsteps('small', prec='bf16')} for torch bf16, which is more than 10x slower; fewer
 steps can only make its best step slower, never faster).
 
 - **dsv3**: `bench/train_bench` — `dsv3_tmodel_init_random` (N(0, 0.006²) matrices, gains 1, seed 1, the config's MTP
