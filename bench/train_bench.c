@@ -5,7 +5,9 @@
 //       fp32 masters from dsv3_tmodel_init_random (std 0.006, seed 1, every MTP layer of the config), B rows of
 //       T+1 random ids (seeded splitmix64, bench/train_bench.py draws the same ids), one warm-up step, then
 //       STEPS timed steps of dsv3_tmodel_zero_grads + dsv3_train_step (lambda 0.3, alpha 1e-4) on
-//       dsv3_backend_cpu(). Prints one JSON line per mode (all modes share one init).
+//       dsv3_backend_cpu(), each followed (timed apart) by the optimizer of `dsv3 train`: dsv3_grad_norm +
+//       dsv3_clip_grads (1.0) + dsv3_adamw_step (fp32 moments, lr 0: same arithmetic, weights unchanged);
+//       "full step" = step + optimizer. Prints one JSON line per mode (all modes share one init).
 //   train_bench --export CONFIG.json DIR      writes DIR/config.json + DIR/model.safetensors of that same init
 //                                             (for the torch loss cross-check)
 //   train_bench --peak THREADS                fp32 FMA peak of this machine (GFLOP/s, JSON line)
@@ -28,6 +30,7 @@
 #include "model/safetensors.h"
 #include "model/tmodel.h"
 #include "model/train.h"
+#include "train/optim.h"
 #include <dirent.h>
 #include <immintrin.h>
 #include <omp.h>
@@ -207,6 +210,12 @@ static int run_mode(dsv3_tmodel *tm, dsv3_train *tr, const int32_t *rows, const 
     if (dsv3_train_step(tr, rows, &o, &lp0) < 0) { fprintf(stderr, "%s\n", dsv3_error()); return 1; } // warm-up
     perf_ctl("enable");
     double *wt = malloc(sizeof(double) * steps), *ct = malloc(sizeof(double) * steps), zero_best = 1e30;
+    // the optimizer of `dsv3 train` after each step (grad norm, clip at 1, AdamW; trainer.c's order), timed apart.
+    // lr 0: the same arithmetic, weights unchanged (the other modes see the same model)
+    double *ow = malloc(sizeof(double) * steps), *oc = malloc(sizeof(double) * steps), *fc = malloc(sizeof(double) * steps);
+    const dsv3_adamw_cfg acfg = {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1};
+    dsv3_adamw opt;
+    dsv3_adamw_init(&opt, tm->tab.total, 0);
     unsigned long allocs = dsv3_alloc_count();
     for (int r = 0; r < steps; r++) {
         task_snap a, b;
@@ -219,11 +228,28 @@ static int run_mode(dsv3_tmodel *tm, dsv3_train *tr, const int32_t *rows, const 
         wt[r] = wall_now() - t0;
         snap(&b);
         ct[r] = crit(&a, &b);
+        ow[r] = oc[r] = 0;
+        if (!fwd_only) {
+            task_snap c, d;
+            snap(&c);
+            double t1 = wall_now();
+            (void)dsv3_grad_norm(&tm->tab, tm->grads);
+            dsv3_clip_grads(&tm->tab, tm->grads, 1.0);
+            dsv3_adamw_step(&opt, &acfg, &tm->tab, tm->params, tm->grads, 0.0);
+            ow[r] = wall_now() - t1;
+            snap(&d);
+            oc[r] = crit(&c, &d);
+        }
+        fc[r] = ct[r] + oc[r];
     }
+    dsv3_adamw_free(&opt);
     perf_ctl("disable");
     allocs = dsv3_alloc_count() - allocs;
     qsort(wt, steps, sizeof(double), cmpd);
     qsort(ct, steps, sizeof(double), cmpd);
+    qsort(ow, steps, sizeof(double), cmpd);
+    qsort(oc, steps, sizeof(double), cmpd);
+    qsort(fc, steps, sizeof(double), cmpd);
     const double tokens = (double)B * T;
     // forward only: a third of the training FLOPs (the 6N rule's 2N, the attention's forward)
     const double flops = train_flops(cfg, tm->tab.n_mtp < T ? tm->tab.n_mtp : T - 1, B, T) / (fwd_only ? 3.0 : 1.0);
@@ -234,14 +260,15 @@ static int run_mode(dsv3_tmodel *tm, dsv3_train *tr, const int32_t *rows, const 
            "\"loss_last\": %.7f, \"params\": %zu, \"step_s_cpu_best\": %.4f, \"step_s_cpu_median\": %.4f, "
            "\"step_s_wall_best\": %.4f, \"step_s_wall_median\": %.4f, \"zero_grads_s\": %.4f, \"tok_s\": %.1f, "
            "\"tok_s_wall\": %.1f, \"train_gflop_per_step\": %.3f, \"gflops\": %.2f, \"act_mb\": %.1f, \"ws_mb\": %.1f, "
-           "\"init_s\": %.2f, \"allocs_in_steps\": %lu, \"backend\": \"%s\", \"isa\": \"%s\"}\n",
+           "\"init_s\": %.2f, \"allocs_in_steps\": %lu, \"backend\": \"%s\", \"isa\": \"%s\", "
+           "\"opt_s_cpu_best\": %.4f, \"opt_s_wall_best\": %.4f, \"full_step_s_cpu_best\": %.4f, \"full_tok_s\": %.1f}\n",
            mode == DSV3_ATTN_ABSORB ? "absorb" : "naive", (int)(dot ? dot - cfg_name : (long)strlen(cfg_name)), cfg_name, B,
            T, omp_get_max_threads(), steps, fwd_only, lp0.loss, lp0.main, lp0.mtp, lp0.balance, lp.loss, tm->tab.trainable,
            ct[0], ct[steps / 2], wt[0], wt[steps / 2], fwd_only ? 0.0 : zero_best, tokens / ct[0], tokens / wt[0],
            flops / 1e9, flops / ct[0] / 1e9, act / 1e6, ws / 1e6, t_init, allocs, be->name,
-           dsv3_isa_name(dsv3_matmul_get_isa()));
+           dsv3_isa_name(dsv3_matmul_get_isa()), oc[0], ow[0], fc[0], tokens / fc[0]);
     fflush(stdout);
-    free(wt); free(ct);
+    free(wt); free(ct); free(ow); free(oc); free(fc);
     return 0;
 }
 

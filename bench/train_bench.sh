@@ -112,7 +112,10 @@ for cfg in ("tiny", "small"):
                  f"forward for 2x its FLOPs); zeroing the gradients {n['zero_grads_s']:.3f} s. torch fp32 step "
                  f"{t32['step_s_cpu_best']:.3f} s, bf16 {t16['step_s_cpu_best']:.2f} s. Step-0 loss dsv3 {n['loss0']:.6f}, "
                  f"torch fp32 {t32['loss0']:.6f} (torch's own random init, same distribution), bf16 autocast "
-                 f"{t16['loss0']:.4f}. {wall}.")
+                 f"{t16['loss0']:.4f}. {wall}." +
+                 (f" Optimizer after the step (dsv3_grad_norm + dsv3_clip_grads + dsv3_adamw_step, fp32 moments): "
+                  f"{n['opt_s_cpu_best']:.3f} s; full step {n['full_step_s_cpu_best']:.3f} s = "
+                  f"{g(n['full_tok_s'])} tok/s." if 'opt_s_cpu_best' in n else ""))
 
 def top(tag, k=5):
     p = os.path.join(out, f"perf.{tag}.txt")

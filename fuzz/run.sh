@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-120}
 shift || true
-ALL="tokenizer_load tokenizer_encode config safetensors npy_ids shard_header data_manifest"
+ALL="tokenizer_load tokenizer_encode config safetensors npy_ids shard_header data_manifest trainer_state"
 HARNESSES=${*:-$ALL}
 OUT=build/fuzz
 CC=${CC:-clang}
@@ -25,7 +25,7 @@ SAN="-g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-om
 CFLAGS="$SAN -std=c11 -D_GNU_SOURCE -fopenmp -Iinclude -Isrc"
 # The parsers and what they link against, instrumented for coverage; rebuilt when a source or any
 # header under src/ is newer than its object.
-LIBSRC="$(ls src/core/*.c src/tokenizer/*.c src/train/*.c) src/model/config.c src/model/counts.c src/model/rope.c src/model/safetensors.c"
+LIBSRC="$(ls src/core/*.c src/tokenizer/*.c src/train/data.c src/train/checkpoint.c src/train/optim.c) src/model/config.c src/model/counts.c src/model/rope.c src/model/safetensors.c src/numerics/quant.c src/numerics/fp8.c"
 newest_h=$(find src -name '*.h' -printf '%T@\n' | sort -n | tail -1)
 objs=""
 for f in $LIBSRC; do
@@ -101,9 +101,23 @@ if [[ " $HARNESSES " == *" shard_header "* || " $HARNESSES " == *" data_manifest
   seed shard_header $OUT/data/*.bin
   seed data_manifest $OUT/data/manifest.json
 fi
+if [[ " $HARNESSES " == *" trainer_state "* ]]; then
+  # valid states of a 64-float model (fp32 and bf16 moments), as dsv3_ckpt_write_state lays them out
+  python3 - "$OUT/corpus-trainer_state" <<'PY'
+import json, struct, sys
+def fnv(b, h=0xcbf29ce484222325):
+    for x in b: h = ((h ^ x) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+for mom, es in (("f32", 4), ("bf16", 2)):
+    arr = struct.pack("<64f", *[i / 7 for i in range(64)]) + bytes((i * 13) & 255 for i in range(2 * es * 64))
+    hdr = json.dumps({"step": 3, "tokens_done": 96, "arena_floats": 64, "moments": mom, "adam_step": 3,
+                      "arrays_fnv1a64": "%016x" % fnv(arr)}).encode()
+    open(f"{sys.argv[1]}/state-{mom}.bin", "wb").write(b"DSV3TRST" + struct.pack("<II", 1, len(hdr)) + hdr + arr)
+PY
+fi
 
 # ---- run
-declare -A MAXLEN=([tokenizer_load]=65536 [tokenizer_encode]=65536 [config]=16384 [safetensors]=16384 [npy_ids]=8192 [shard_header]=8192 [data_manifest]=16384)
+declare -A MAXLEN=([tokenizer_load]=65536 [tokenizer_encode]=65536 [config]=16384 [safetensors]=16384 [npy_ids]=8192 [shard_header]=8192 [data_manifest]=16384 [trainer_state]=4096)
 declare -A DICT=([tokenizer_load]=fuzz/tokenizer_json.dict [config]=fuzz/config_json.dict [safetensors]=fuzz/safetensors.dict [npy_ids]=fuzz/npy.dict [data_manifest]=fuzz/manifest_json.dict)
 printf '%-18s %6s %12s %10s %8s %8s\n' harness secs execs execs/s corpus crashes
 found=0

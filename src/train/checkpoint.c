@@ -254,7 +254,9 @@ int dsv3_ckpt_read_state(const char *dir, char **json, dsv3_tmodel *tm, dsv3_ada
     const cJSON *mo = j ? cJSON_GetObjectItemCaseSensitive(j, "moments") : NULL;
     const cJSON *hx = j ? cJSON_GetObjectItemCaseSensitive(j, "arrays_fnv1a64") : NULL;
     const cJSON *as = j ? cJSON_GetObjectItemCaseSensitive(j, "adam_step") : NULL;
-    if (!cJSON_IsNumber(nf) || !cJSON_IsString(mo) || !cJSON_IsString(hx) || !cJSON_IsNumber(as)) {
+    if (!cJSON_IsNumber(nf) || !cJSON_IsString(mo) || !cJSON_IsString(hx) || !cJSON_IsNumber(as) || !(nf->valuedouble >= 0) ||
+        !(nf->valuedouble <= 9007199254740992.0) || !(as->valuedouble >= 0) || !(as->valuedouble <= 9007199254740992.0) ||
+        (strcmp(mo->valuestring, "f32") && strcmp(mo->valuestring, "bf16"))) {
         rc = dsv3_errorf("%s: trainer state header is malformed", path);
         cJSON_Delete(j); free(txt);
         goto done;

@@ -505,18 +505,33 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
         cfg.attn = (dsv3_attn_mode)(int)RV("attn");
         if (!cfg.save_dtype_set) { cfg.save_dtype = (dsv3_save_dtype)(int)RV("save_dtype"); cfg.save_dtype_set = 1; }
 #undef RV
-        if (!(cfg.lr > 0) || !(cfg.clip > 0)) BAD("%s: trainer state recipe is malformed", cfg.resume_dir);
+        if (!(cfg.lr > 0) || !(cfg.clip > 0) || !(cfg.warmup >= 0) || !(cfg.schedule >= 0 && cfg.schedule <= 2) || !(cfg.adam.beta1 >= 0 && cfg.adam.beta1 < 1) ||
+            !(cfg.adam.beta2 >= 0 && cfg.adam.beta2 < 1) || !(cfg.adam.eps >= 0) || !(cfg.adam.weight_decay >= 0) || isnan(cfg.mtp_weight) ||
+            !(cfg.seq_aux >= 0) || isnan(cfg.bias_speed) || !(cfg.attn == DSV3_ATTN_NAIVE || cfg.attn == DSV3_ATTN_ABSORB) ||
+            !(cfg.save_dtype >= DSV3_SAVE_F32 && cfg.save_dtype <= DSV3_SAVE_FP8))
+            BAD("%s/trainer_state.bin: the recipe in its header is malformed", cfg.resume_dir);
         const cJSON *sd = cJSON_GetObjectItemCaseSensitive(st, "seed");
         if (cJSON_IsString(sd)) { cfg.seed = strtoull(sd->valuestring, NULL, 16); d.seed = cfg.seed; }
-        pr.step = (long)cJSON_GetObjectItemCaseSensitive(st, "step")->valuedouble;
-        pr.tokens_done = (long long)cJSON_GetObjectItemCaseSensitive(st, "tokens_done")->valuedouble;
-        const long long tt = (long long)cJSON_GetObjectItemCaseSensitive(st, "total_tokens")->valuedouble;
+        double nums[6];
+        const char *keys[6] = {"step", "tokens_done", "total_tokens", "data_epoch", "data_pos", "bad_steps_in_a_row"};
+        for (int i = 0; i < 6; i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(st, keys[i]);
+            if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > 9007199254740992.0)
+                BAD("%s/trainer_state.bin: header field \"%s\" is missing or not a non-negative integer", cfg.resume_dir, keys[i]);
+            nums[i] = v->valuedouble;
+        }
+        pr.step = (long)nums[0];
+        pr.tokens_done = (long long)nums[1];
+        const long long tt = (long long)nums[2];
+        if (tt <= 0) BAD("%s/trainer_state.bin: the run's token budget is 0", cfg.resume_dir);
         if (pr.total_tokens > 0 && pr.total_tokens != tt)
             BAD("%s: the run's budget is %lld tokens, --steps/--tokens asks %lld (leave them out to continue)", cfg.resume_dir, tt, pr.total_tokens);
         pr.total_tokens = tt;
-        d.epoch = (uint64_t)cJSON_GetObjectItemCaseSensitive(st, "data_epoch")->valuedouble;
-        d.pos = (uint64_t)cJSON_GetObjectItemCaseSensitive(st, "data_pos")->valuedouble;
-        pr.bad_run = (int)cJSON_GetObjectItemCaseSensitive(st, "bad_steps_in_a_row")->valuedouble;
+        d.epoch = (uint64_t)nums[3];
+        d.pos = (uint64_t)nums[4];
+        if (!d.npy && d.pos > d.n_rows) BAD("%s/trainer_state.bin: data position %llu past the %llu rows", cfg.resume_dir,
+                                             (unsigned long long)d.pos, (unsigned long long)d.n_rows);
+        pr.bad_run = (int)fmin(nums[5], 1e9);
     } else if (cfg.config_path) {
         if (dsv3_tmodel_init_random(&tm, &mc, mc.num_nextn_predict_layers, cfg.init_std, cfg.seed) < 0) BADE();
         dsv3_adamw_init(&opt, tm.tab.total, cfg.adam.bf16_moments);
