@@ -6,14 +6,14 @@
 #      layer, 10.3M parameters) with the DeepSeek-V3 recipe for a fixed token budget (~10 minutes
 #      on 2 cores), into data/runs/tiny: HF checkpoint, metrics.jsonl, plots;
 #   4. the validation loss next to the unigram entropy of the validation set, MaxVio before/after.
-# Knobs (environment): TOKENS (budget, default 450K), BATCH (rows per step, default 8), LR.
+# Knobs (environment): TOKENS (budget, default 600K), BATCH (rows per step, default 8), LR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x ./dsv3 ] || make -j"$(nproc)"
 [ -f data/corpus/SOURCES.txt ] || bash scripts/build_corpus.sh
 # OpenMP threads sleep while waiting: on a shared 2-core machine spinning loses (docs/PERF.md)
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
-TOKENS=${TOKENS:-450000}
+TOKENS=${TOKENS:-600000}
 BATCH=${BATCH:-8}
 LR=${LR:-2e-3}
 RUN=data/runs/tiny
