@@ -27,3 +27,19 @@ static inline int test_report(const char *name) {
 
 // Path of a fixture relative to the repository root (tests run from the root).
 #define FIXTURE(p) ("tests/fixtures/" p)
+
+#include <dirent.h>
+static inline int t_cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+// The entries of a fixture folder (one case per entry, dot-files skipped), sorted, strdup'ed into
+// names[0..max); returns their number, or -1 when the folder is missing.
+static inline int t_fixture_cases(const char *root, char **names, int max) {
+    DIR *d = opendir(root);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max)
+        if (e->d_name[0] != '.') names[n++] = strdup(e->d_name);
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, t_cmp_str);
+    return n;
+}

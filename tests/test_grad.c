@@ -9,7 +9,6 @@
 #include "model/safetensors.h"
 #include "model/train.h"
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <stdint.h>
 
 // Tolerances. An fp32 implementation lands within ~1e-6 relative (in norm, per tensor) of a float64
@@ -114,17 +113,10 @@ static void run_case(const char *dir, const char *name, dsv3_attn_mode mode) {
 
 int main(void) {
     const char *root = FIXTURE("grad");
-    DIR *d = opendir(root);
-    CHECK(d != NULL, "fixture directory %s is missing", root);
-    if (!d) return test_report("test_grad");
     char *names[64];
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) && n < 64)
-        if (e->d_name[0] != '.') names[n++] = strdup(e->d_name);
-    closedir(d);
-    for (int i = 1; i < n; i++) // sorted: a stable order in the log
-        for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) { char *t = names[j]; names[j] = names[j - 1]; names[j - 1] = t; }
+    const int n = t_fixture_cases(root, names, 64);
+    CHECK(n >= 0, "fixture directory %s is missing", root);
+    if (n < 0) return test_report("test_grad");
     CHECK(n >= 5, "only %d grad fixture cases in %s (expected >= 5)", n, root);
     for (int i = 0; i < n; i++) {
         char dir[512];

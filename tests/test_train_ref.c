@@ -244,18 +244,10 @@ static void run_case(const char *dir, const char *name, const char *tmp) {
 
 int main(void) {
     const char *root = FIXTURE("train");
-    DIR *d = opendir(root);
-    CHECK(d != NULL, "%s: missing", root);
-    if (!d) return test_report("train_ref");
     char *names[64];
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) && n < 64)
-        if (e->d_name[0] != '.') names[n++] = strdup(e->d_name);
-    closedir(d);
-    for (int i = 0; i < n; i++) // sorted: a deterministic order
-        for (int j = i + 1; j < n; j++)
-            if (strcmp(names[j], names[i]) < 0) { char *t = names[i]; names[i] = names[j]; names[j] = t; }
+    const int n = t_fixture_cases(root, names, 64);
+    CHECK(n >= 0, "%s: missing", root);
+    if (n < 0) return test_report("train_ref");
     char tmp[] = "/tmp/dsv3_train_ref_XXXXXX";
     CHECK(mkdtemp(tmp) != NULL, "mkdtemp");
     for (int i = 0; i < n; i++) {
