@@ -48,5 +48,8 @@ void dsv3_mla_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, dsv3_attn_m
 // routing of each token is copied to tr_e/tr_w (T, K) when they are non-NULL.
 void dsv3_ffn_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, int32_t *tr_e, float *tr_w);
 
+// fp32 kv_b_proj of `layer` (H*(nope+v), kv_lora), building it and W_UK[h]ᵀ (f->wuk_t[layer]) on
+// first use. Not thread-safe while building; the inference engine builds every layer at load.
+const float *dsv3_fwd_kvb(dsv3_fwd *f, int layer);
 // y (T, n) += b (n) when b is non-NULL.
 void dsv3_add_bias(float *y, const float *b, int T, int n);

@@ -20,7 +20,7 @@ static dsv3_mat f32_mat(const float *p, int rows, int cols) {
 
 // fp32 copy of kv_b_proj (H*(nope+v), kv_lora) and W_UK[h]ᵀ (H, kv_lora, nope), built once per
 // layer and kept in the context (absorbed path).
-static const float *kvb_f32(dsv3_fwd *f, int layer) {
+const float *dsv3_fwd_kvb(dsv3_fwd *f, int layer) {
     if (!f->kvb_f32[layer]) {
         const dsv3_config *c = &f->m->cfg;
         const dsv3_mat *W = &f->m->layers[layer].kv_b_proj;
@@ -96,7 +96,7 @@ void dsv3_mla_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, dsv3_attn_m
         for (int t = 0; t < T; t++) memcpy(w->cl + (size_t)t * kvl, w->kva + (size_t)t * kva_n, sizeof(float) * kvl);
         dsv3_matmul(w->kv, w->cl, &L->kv_b_proj, T);
     } else {
-        kvb = kvb_f32(f, layer);
+        kvb = dsv3_fwd_kvb(f, layer);
         // latentᵀ (kvl, T), shared by every head: the right operand of P · C
         for (int t = 0; t < T; t++)
             for (int i = 0; i < kvl; i++) w->ct[(size_t)i * T + t] = w->kva[(size_t)t * kva_n + i];

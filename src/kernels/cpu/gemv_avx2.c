@@ -355,8 +355,19 @@ static void gemv_e4m3(float *y, const float *x, const dsv3_mat *w, int M, int r0
 
 void dsv3_gemv_avx2(float *y, const float *x, const dsv3_mat *w, int M, int r0, int r1) {
     if (r0 >= r1) return;
+    // per-thread grow-only scratch for the grouped activations: no allocation in steady state
+    static _Thread_local float *tl_xs;
+    static _Thread_local size_t tl_cap;
     float *xs = NULL;
-    if (group_width(w->dtype)) xs = dsv3_malloc(sizeof(float) * ((size_t)(M + 1) * w->cols + (size_t)M));
+    if (group_width(w->dtype)) {
+        size_t need = (size_t)(M + 1) * w->cols + (size_t)M;
+        if (need > tl_cap) {
+            free(tl_xs);
+            tl_xs = dsv3_malloc(sizeof(float) * need);
+            tl_cap = need;
+        }
+        xs = tl_xs;
+    }
     switch (w->dtype) {
     case DSV3_F32: gemv_f32(y, x, w, M, r0, r1, xs); break;
     case DSV3_BF16: gemv_bf16(y, x, w, M, r0, r1, xs); break;
@@ -364,5 +375,4 @@ void dsv3_gemv_avx2(float *y, const float *x, const dsv3_mat *w, int M, int r0, 
     case DSV3_F8_E4M3: gemv_e4m3(y, x, w, M, r0, r1, xs); break;
     default: dsv3_panic(__FILE__, __LINE__, "matmul: unsupported weight dtype %s", dsv3_dtype_name(w->dtype));
     }
-    free(xs);
 }

@@ -69,6 +69,19 @@ static void row_f32_scalar(const dsv3_mat *w, int r, float *out) {
     for (int c = 0; c < w->cols; c++) out[c] = g_e4m3_lut[p[c]] * s[c / bc];
 }
 
+// Per-thread grow-only scratch (64-byte aligned): a steady-state matmul allocates nothing.
+typedef struct { float *p; size_t cap; } tl_buf;
+static _Thread_local tl_buf tl_row_buf, tl_pack_buf;
+static float *tl_scratch(tl_buf *b, size_t n) {
+    if (b->cap < n) {
+        free(b->p);
+        b->p = aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
+        if (!b->p) dsv3_panic(__FILE__, __LINE__, "matmul: out of memory for a %zu-float scratch buffer", n);
+        b->cap = n;
+    }
+    return b->p;
+}
+
 // Four weight rows at a time are widened to fp32 and dotted with every x row (4 accumulators per x
 // row, each summed in column order like the reference).
 static void matmul_scalar(float *y, const float *x, const dsv3_mat *w, int M, int parallel) {
@@ -76,7 +89,7 @@ static void matmul_scalar(float *y, const float *x, const dsv3_mat *w, int M, in
     if (w->dtype == DSV3_F8_E4M3) e4m3_lut_init();
     #pragma omp parallel if (parallel)
     {
-        float *buf = dsv3_malloc(sizeof(float) * 4 * (size_t)K);
+        float *buf = tl_scratch(&tl_row_buf, 4 * (size_t)K);
         #pragma omp for schedule(static)
         for (int g = 0; g < ng; g++) {
             int r0 = 4 * g, nr = N - r0 < 4 ? N - r0 : 4;
@@ -93,7 +106,6 @@ static void matmul_scalar(float *y, const float *x, const dsv3_mat *w, int M, in
                 for (int i = 0; i < nr; i++) y[(size_t)m * N + r0 + i] = acc[i];
             }
         }
-        free(buf);
     }
 }
 
@@ -120,8 +132,7 @@ static void matmul_avx2_gemm(float *y, const float *x, const dsv3_mat *w, int M,
     int ntask = ntn * msplit;
     #pragma omp parallel if (parallel && ntask > 1)
     {
-        float *pack = aligned_alloc(32, sizeof(float) * dsv3_gemm_pack_floats());
-        if (!pack) dsv3_panic(__FILE__, __LINE__, "matmul: out of memory for the GEMM packing buffer");
+        float *pack = tl_scratch(&tl_pack_buf, dsv3_gemm_pack_floats());
         #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < ntask; t++) {
             int tn = t / msplit, tm = t % msplit;
@@ -129,7 +140,6 @@ static void matmul_avx2_gemm(float *y, const float *x, const dsv3_mat *w, int M,
             int m0 = (int)((long long)M * tm / msplit), m1 = (int)((long long)M * (tm + 1) / msplit);
             dsv3_gemm_avx2(y, x, w, m0, m1, n0, n1, pack);
         }
-        free(pack);
     }
 }
 
