@@ -11,6 +11,8 @@ int cmd_fp8(int argc, char **argv);         // apps/cmd_fp8.c (fp8 cast, fp8 stu
 int cmd_train_model(int argc, char **argv); // apps/cmd_train.c (the training recipe)
 int cmd_grad(int argc, char **argv);        // apps/cmd_grad.c (training loss + gradients)
 int cmd_plot(int argc, char **argv);        // apps/cmd_plot.c (PNG plots of a training run)
+int cmd_generate(int argc, char **argv);    // apps/cmd_generate.c (text generation, MTP speculative decoding)
+int cmd_chat(int argc, char **argv);        // apps/cmd_chat.c (interactive chat with the chat template)
 
 // Shared CLI helpers (apps/cli.c)
 int cli_bad_input(void);                     // prints "dsv3: <dsv3_error()>" to stderr, returns 2

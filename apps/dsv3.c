@@ -6,6 +6,8 @@
 static const struct { const char *name; int (*fn)(int, char **); const char *help; } k_cmds[] = {
     {"info", cmd_info, "parameter counts, KV-cache bytes and FLOPs of a model config"},
     {"logits", cmd_logits, "run the forward pass on a sequence of ids and write logits (.npy)"},
+    {"generate", cmd_generate, "generate text with the latent KV cache (plain or MTP speculative decoding)"},
+    {"chat", cmd_chat, "interactive chat with the model's chat template"},
     {"train", cmd_train_model, "train a DeepSeek-V3 model with the paper's recipe (HF checkpoints out)"},
     {"grad", cmd_grad, "training loss and fp32 gradients of every parameter for a batch of rows"},
     {"plot", cmd_plot, "PNG plots of a training run (loss, lr, expert load) from its metrics.jsonl"},

@@ -75,6 +75,10 @@ int dsv3_session_save(const dsv3_session *s, const char *path);
 // Restores into `s` (same model; ctx >= the saved length). A file of another model, a truncated or
 // corrupted file, a foreign file: -1 with a message; `s` is then empty (length 0).
 int dsv3_session_load(dsv3_session *s, const char *path);
+// The same with application bytes stored alongside (at most 64 MiB; `dsv3 chat` keeps its message
+// history there). load_ex returns them malloc'ed and NUL-terminated in *extra (NULL: not wanted).
+int dsv3_session_save_ex(const dsv3_session *s, const char *path, const void *extra, size_t extra_len);
+int dsv3_session_load_ex(dsv3_session *s, const char *path, char **extra, size_t *extra_len);
 
 // ---- forward steps --------------------------------------------------------------------------
 // One session's part of a step: `n` new tokens appended at positions len..len+n-1.

@@ -11,7 +11,9 @@
 #include "infer/generate.h"
 #include "infer/sampler.h"
 #include "core/error.h"
+#include "core/fileio.h"
 #include <math.h>
+#include <unistd.h>
 
 #define MAXC 32
 
@@ -272,6 +274,79 @@ static void bf16_and_alloc_case(const char *name, const dsv3_lm *lm) {
     dsv3_engine_free(e);
 }
 
+// Save after a generation, restore into a fresh session, continue: the restored prefix is reused and
+// the continuation equals the one of a session that never went to disk. Bad files are refused.
+static void session_file_case(const char *name, const dsv3_lm *lm, const dsv3_lm *other) {
+    const int V = dsv3_lm_vocab_size(lm), ctx = 64;
+    dsv3_engine *e = engine(lm, DSV3_ATTN_AUTO, 256, ctx);
+    dsv3_sampler *smp = greedy_sampler(V);
+    const int spec = dsv3_lm_mtp_layers(lm) > 0;
+    dsv3_session *a = dsv3_session_new(lm, ctx, DSV3_CACHE_F32);
+    int32_t seq[64], out[32], out2[32], out3[32];
+    make_prompt(seq, 9, V, 21);
+    dsv3_gen_opts go;
+    dsv3_gen_opts_default(&go);
+    go.max_tokens = 10;
+    go.ignore_eos = 1;
+    go.speculative = spec;
+    dsv3_gen_stats st;
+    CHECK(dsv3_generate(e, a, smp, seq, 9, &go, NULL, NULL, out, &st) == 0, "%s: generate", name);
+    char path[] = "/tmp/dsv3_test_session_XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    const char *extra = "{\"history\": 1}";
+    CHECK(dsv3_session_save_ex(a, path, extra, strlen(extra)) == 0, "%s: save: %s", name, dsv3_error());
+    memcpy(seq + 9, out, sizeof(int32_t) * 10); // prompt + reply: a follow-up turn
+    make_prompt(seq + 19, 3, V, 22);
+    for (int dt = 0; dt < 2; dt++) {
+        dsv3_session *b = dsv3_session_new(lm, ctx, dt ? DSV3_CACHE_BF16 : DSV3_CACHE_F32);
+        char *x = NULL;
+        size_t xl = 0;
+        CHECK(dsv3_session_load_ex(b, path, &x, &xl) == 0, "%s: load: %s", name, dsv3_error());
+        CHECK(dsv3_session_len(b) == dsv3_session_len(a) && dsv3_session_mtp_len(b) == (dsv3_session_mtp_len(a) < dsv3_session_len(a) ? dsv3_session_mtp_len(a) : dsv3_session_len(a)) &&
+              memcmp(dsv3_session_tokens(b), dsv3_session_tokens(a), sizeof(int32_t) * dsv3_session_len(a)) == 0,
+              "%s: restored tokens / lengths", name);
+        CHECK(x && xl == strlen(extra) && strcmp(x, extra) == 0, "%s: extra bytes round trip", name);
+        free(x);
+        if (!dt) {
+            CHECK(dsv3_generate(e, b, smp, seq, 22, &go, NULL, NULL, out2, &st) == 0, "%s: continue", name);
+            CHECK(st.reused_tokens == dsv3_session_len(a) - (spec && dsv3_session_mtp_len(a) < dsv3_session_len(a) ? dsv3_session_len(a) - dsv3_session_mtp_len(a) : 0),
+                  "%s: reused %d of the %d restored tokens", name, st.reused_tokens, dsv3_session_len(a));
+            dsv3_session *fresh = dsv3_session_new(lm, ctx, DSV3_CACHE_F32);
+            CHECK(dsv3_generate(e, fresh, smp, seq, 22, &go, NULL, NULL, out3, &st) == 0 && st.reused_tokens == 0, "%s: fresh", name);
+            CHECK(memcmp(out2, out3, sizeof(int32_t) * 10) == 0, "%s: continuation after restore differs from a fresh session", name);
+            dsv3_session_free(fresh);
+        }
+        dsv3_session_free(b);
+    }
+    // another model, truncated, corrupted, foreign
+    dsv3_session *o = dsv3_session_new(other, ctx, DSV3_CACHE_F32);
+    CHECK(dsv3_session_load(o, path) == -1 && strstr(dsv3_error(), "another model") && dsv3_session_len(o) == 0,
+          "%s: a session of another model refused (%s)", name, dsv3_error());
+    dsv3_session_free(o);
+    size_t n = 0;
+    char *bytes = dsv3_read_file(path, &n);
+    dsv3_session *b = dsv3_session_new(lm, ctx, DSV3_CACHE_F32);
+    FILE *f = fopen(path, "wb"); fwrite(bytes, 1, n / 2, f); fclose(f);
+    CHECK(dsv3_session_load(b, path) == -1 && strstr(dsv3_error(), "truncated") && dsv3_session_len(b) == 0,
+          "%s: truncated session file refused (%s)", name, dsv3_error());
+    bytes[n - 20] ^= 0x40;
+    f = fopen(path, "wb"); fwrite(bytes, 1, n, f); fclose(f);
+    CHECK(dsv3_session_load(b, path) == -1 && strstr(dsv3_error(), "checksum"), "%s: corrupted session file refused (%s)", name, dsv3_error());
+    f = fopen(path, "wb"); fputs("{\"not\": \"a session\"}", f); fclose(f);
+    CHECK(dsv3_session_load(b, path) == -1 && strstr(dsv3_error(), "not a dsv3 session"), "%s: foreign file refused (%s)", name, dsv3_error());
+    dsv3_session *small = dsv3_session_new(lm, 4, DSV3_CACHE_F32);
+    f = fopen(path, "wb"); fwrite(bytes, 1, n, f); fclose(f);
+    CHECK(dsv3_session_load(small, path) == -1, "%s: a session longer than the context refused", name);
+    dsv3_session_free(small);
+    free(bytes);
+    unlink(path);
+    dsv3_session_free(b);
+    dsv3_session_free(a);
+    dsv3_sampler_free(smp);
+    dsv3_engine_free(e);
+}
+
 static void error_cases(const char *name, const dsv3_lm *lm) {
     const int V = dsv3_lm_vocab_size(lm);
     dsv3_engine *e = engine(lm, DSV3_ATTN_AUTO, 8, 16);
@@ -308,6 +383,7 @@ int main(void) {
     int n = t_fixture_cases(root, cases, MAXC);
     CHECK(n >= 10, "expected the model fixtures in %s (found %d)", root, n);
     int mtp_cases = 0;
+    dsv3_lm *prev = NULL; // the previous fixture: "another model" for the session-file checks
     for (int i = 0; i < n; i++) {
         char dir[512];
         snprintf(dir, sizeof dir, "%s/%s", root, cases[i]);
@@ -325,6 +401,7 @@ int main(void) {
         batched_case(cases[i], lm);
         bf16_and_alloc_case(cases[i], lm);
         error_cases(cases[i], lm);
+        if (prev) session_file_case(cases[i], lm, prev);
         if (dsv3_lm_mtp_layers(lm) > 0) {
             mtp_cases++;
             speculative_case(cases[i], lm, plain, np, ng);
@@ -333,9 +410,11 @@ int main(void) {
         seeded_case(cases[i], lm, 0);
         printf("%s: ok (V=%d, MTP layers %d)\n", cases[i], dsv3_lm_vocab_size(lm), dsv3_lm_mtp_layers(lm));
         dsv3_fwd_free(&f);
-        dsv3_lm_free(lm);
+        dsv3_lm_free(prev);
+        prev = lm;
         free(cases[i]);
     }
+    dsv3_lm_free(prev);
     CHECK(mtp_cases >= 2, "expected at least two fixture models with an MTP module (found %d)", mtp_cases);
     return test_report("test_infer");
 }
