@@ -158,7 +158,7 @@ static void attn_decompressed(dsv3_engine *e, dsv3_session *s, int layer, int r0
     }
     dsv3_matmul(e->kv, e->cl, &Lw->kv_b_proj, L);
     const float scale = e->f.scale;
-    #pragma omp parallel for schedule(dynamic, 1)
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(e->nth_count) // one scratch slice per thread
     for (int h = 0; h < H; h++) {
         float *kh = e->nth + (size_t)omp_get_thread_num() * e->nth_stride;
         float *vt = kh + (size_t)e->o.max_ctx * qk, *qh = vt + (size_t)vd * e->o.max_ctx;
