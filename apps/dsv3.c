@@ -1,7 +1,9 @@
 // dsv3: one command-line tool with subcommands.
 #include "commands.h"
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct { const char *name; int (*fn)(int, char **); const char *help; } k_cmds[] = {
     {"info", cmd_info, "parameter counts, KV-cache bytes and FLOPs of a model config"},
@@ -24,6 +26,14 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    // OpenMP threads that spin while waiting make every fork/join wait a scheduler time slice when
+    // another process holds a core (2-core machines: decode ran 30x slower). libgomp reads
+    // OMP_WAIT_POLICY when it is loaded, so the default is set by running this program again with
+    // it; an explicit OMP_WAIT_POLICY (active or passive) is respected (docs/PERF.md).
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        execv("/proc/self/exe", argv); // returns only on failure: carry on with the default policy
+    }
     if (argc < 2) { usage(stderr); return 2; }
     if (cli_is_help(argv[1]) || strcmp(argv[1], "help") == 0) { usage(stdout); return 0; }
     for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
