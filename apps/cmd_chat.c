@@ -81,7 +81,9 @@ static int turn(infer_ctx *c, infer_args *a, history *h) {
         infer_stream_finish(&st);
         printf("\n");
         fflush(stdout);
-        hist_add(h, "assistant", st.text ? st.text : "");
+        char *clean = infer_utf8_clean(st.text ? st.text : "", st.len);
+        hist_add(h, "assistant", clean);
+        free(clean);
         if (!a->quiet) {
             double tps = gs.generated > 1 && gs.decode_s > 0 ? (gs.generated - 1) / gs.decode_s : 0;
             fprintf(stderr, "[%d prompt tokens, %d reused; %d tokens, %.1f tok/s", gs.prompt_tokens, gs.reused_tokens, gs.generated, tps);

@@ -131,7 +131,11 @@ int cmd_generate(int argc, char **argv) {
             cJSON *o = cJSON_CreateObject();
             cJSON *arr = cJSON_AddArrayToObject(o, "ids");
             for (int i = 0; i < gs.generated; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(out[i]));
-            if (c.tok) cJSON_AddStringToObject(o, "text", st.text ? st.text : "");
+            if (c.tok) {
+                char *clean = infer_utf8_clean(st.text ? st.text : "", st.len);
+                cJSON_AddStringToObject(o, "text", clean);
+                free(clean);
+            }
             cJSON_AddNumberToObject(o, "prompt_tokens", gs.prompt_tokens);
             cJSON_AddNumberToObject(o, "reused_tokens", gs.reused_tokens);
             cJSON_AddNumberToObject(o, "generated", gs.generated);

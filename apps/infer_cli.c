@@ -254,3 +254,29 @@ void infer_stream_free(infer_stream *st) {
     free(st->lp_json);
     memset(st, 0, sizeof *st);
 }
+
+// Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates, <= U+10FFFF), 0 if none.
+static size_t utf8_seq(const unsigned char *p, size_t n) {
+    if (p[0] < 0x80) return 1;
+    size_t len = p[0] >= 0xC2 && p[0] <= 0xDF ? 2 : p[0] >= 0xE0 && p[0] <= 0xEF ? 3 : p[0] >= 0xF0 && p[0] <= 0xF4 ? 4 : 0;
+    if (!len || len > n) return 0;
+    for (size_t i = 1; i < len; i++) if ((p[i] & 0xC0) != 0x80) return 0;
+    if (p[0] == 0xE0 && p[1] < 0xA0) return 0;
+    if (p[0] == 0xED && p[1] > 0x9F) return 0;
+    if (p[0] == 0xF0 && p[1] < 0x90) return 0;
+    if (p[0] == 0xF4 && p[1] > 0x8F) return 0;
+    return len;
+}
+
+char *infer_utf8_clean(const char *s, size_t n) {
+    char *o = dsv3_malloc(3 * n + 1);
+    size_t w = 0;
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t l = utf8_seq(p + i, n - i);
+        if (l) { memcpy(o + w, p + i, l); w += l; i += l; }
+        else { memcpy(o + w, "\xEF\xBF\xBD", 3); w += 3; i++; }
+    }
+    o[w] = 0;
+    return o;
+}

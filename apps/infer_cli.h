@@ -57,3 +57,6 @@ void infer_stream_init(infer_stream *st, const infer_ctx *c, const infer_args *a
 int infer_stream_token(void *ctx, int32_t tok, const float *logits);
 void infer_stream_finish(infer_stream *st); // prints what was held back
 void infer_stream_free(infer_stream *st);
+// Copy of s[0..n) as valid UTF-8: each byte that does not start a well-formed sequence becomes
+// U+FFFD (for JSON output and the chat history; the streamed text keeps the raw bytes). malloc'ed.
+char *infer_utf8_clean(const char *s, size_t n);
