@@ -12,6 +12,9 @@
 #include "infer/sampler.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "infer/attn_kernels.h"
+#include "kernels/cpu/matmul.h"
+#include "numerics/bf16.h"
 #include <math.h>
 #include <unistd.h>
 
@@ -464,7 +467,46 @@ static void error_cases(const char *name, const dsv3_lm *lm) {
     dsv3_engine_free(e);
 }
 
+// lat = P · C of the attention kernel (AVX2 when this CPU has it, and the scalar path) against a
+// double-precision triple loop, fp32 and bf16 cache rows, shapes with partial row groups / columns.
+static void attn_pc_case(void) {
+    const int shapes[][3] = {{1, 7, 16}, {5, 33, 64}, {16, 129, 40}, {9, 3, 512}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int R = shapes[si][0], L = shapes[si][1], kvl = shapes[si][2], row = kvl + 8;
+        float *P = malloc(sizeof(float) * R * L), *C = malloc(sizeof(float) * L * row);
+        uint16_t *Cb = malloc(2 * (size_t)L * row);
+        float *a = malloc(sizeof(float) * R * kvl), *b = malloc(sizeof(float) * R * kvl);
+        unsigned x = 17;
+        for (int i = 0; i < R * L; i++) { x = x * 1103515245u + 12345u; P[i] = (float)((x >> 9) % 1000) / 1000.0f; }
+        for (int i = 0; i < L * row; i++) {
+            x = x * 1103515245u + 12345u;
+            C[i] = (float)((int)((x >> 9) % 2001) - 1000) / 250.0f;
+            Cb[i] = dsv3_f32_to_bf16(C[i]);
+        }
+        for (int bf = 0; bf < 2; bf++) {
+            dsv3_attn_pc(a, P, R, L, bf ? (const void *)Cb : C, bf, row, kvl);
+            dsv3_attn_pc_ref(b, P, R, L, bf ? (const void *)Cb : C, bf, row, kvl);
+            double worst = 0;
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < kvl; c++) {
+                    double ref = 0, mag = 0;
+                    for (int j = 0; j < L; j++) {
+                        double cv = bf ? dsv3_bf16_to_f32(Cb[(size_t)j * row + c]) : C[(size_t)j * row + c];
+                        ref += (double)P[(size_t)r * L + j] * cv;
+                        mag += fabs((double)P[(size_t)r * L + j] * cv);
+                    }
+                    // fp32 sums of L terms: error <= L * 2^-24 * sum |terms| (ordinary summation bound)
+                    double tol = L * 6e-8 * mag + 1e-30, e1 = fabs(a[r * kvl + c] - ref), e2 = fabs(b[r * kvl + c] - ref);
+                    if (e1 > tol || e2 > tol) worst = fmax(worst, fmax(e1, e2) / tol);
+                }
+            CHECK(worst == 0, "attn P·C %dx%dx%d %s: error above the fp32 bound (%.2fx)", R, L, kvl, bf ? "bf16" : "f32", worst);
+        }
+        free(P); free(C); free(Cb); free(a); free(b);
+    }
+}
+
 int main(void) {
+    attn_pc_case();
     char *cases[MAXC];
     const char *root = FIXTURE("model");
     int n = t_fixture_cases(root, cases, MAXC);
@@ -485,6 +527,14 @@ int main(void) {
         int g2 = greedy_case(cases[i], lm, &f, DSV3_ATTN_DECOMPRESSED, 4, np, ng, other);
         CHECK(g1 == ng && g2 == ng && memcmp(plain, other, sizeof(int32_t) * ng) == 0,
               "%s: absorbed and decompressed attention generate different tokens", cases[i]);
+        if (i % 4 == 0 && dsv3_matmul_get_isa() != DSV3_ISA_SCALAR) { // the portable path too, on some fixtures
+            dsv3_isa isa = dsv3_matmul_get_isa();
+            dsv3_matmul_set_isa(DSV3_ISA_SCALAR);
+            int g3 = greedy_case(cases[i], lm, &f, DSV3_ATTN_ABSORBED, 256, np, ng, other);
+            CHECK(g3 == ng && memcmp(plain, other, sizeof(int32_t) * ng) == 0, "%s: scalar and %s paths generate different tokens",
+                  cases[i], dsv3_isa_name(isa));
+            dsv3_matmul_set_isa(isa);
+        }
         batched_case(cases[i], lm);
         bf16_and_alloc_case(cases[i], lm);
         error_cases(cases[i], lm);
