@@ -13,6 +13,7 @@ int cmd_grad(int argc, char **argv);        // apps/cmd_grad.c (training loss + 
 int cmd_plot(int argc, char **argv);        // apps/cmd_plot.c (PNG plots of a training run)
 int cmd_generate(int argc, char **argv);    // apps/cmd_generate.c (text generation, MTP speculative decoding)
 int cmd_chat(int argc, char **argv);        // apps/cmd_chat.c (interactive chat with the chat template)
+int cmd_bench(int argc, char **argv);       // apps/cmd_bench.c (bench gemm / gemv of the model's kernels)
 
 // Shared CLI helpers (apps/cli.c)
 int cli_bad_input(void);                     // prints "dsv3: <dsv3_error()>" to stderr, returns 2

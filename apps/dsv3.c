@@ -17,6 +17,7 @@ static const struct { const char *name; int (*fn)(int, char **); const char *hel
     {"detokenize", cmd_detokenize, "token ids on stdin -> text"},
     {"tokenizer", cmd_tokenizer, "tokenizer tools: train a byte-level BPE"},
     {"data", cmd_data, "data pipeline: prepare packed training shards"},
+    {"bench", cmd_bench, "time the matrix kernels the model uses: bench gemm, bench gemv"},
     {"fp8", cmd_fp8, "FP8 numerics: cast values, run the accumulation-precision study"},
 };
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# dsv3 bench gemm / gemv: the pinned JSON keys, every weight storage and form, bad usage exits 2.
+source tests/cli/lib.bash
+D=${DSV3:-./dsv3}
+expect_exit 0 "--help" "$D" bench --help
+expect_exit 2 "no benchmark" "$D" bench
+expect_exit 2 "unknown benchmark" "$D" bench fly --n 8 --k 8 --weights f32
+expect_exit 2 "missing --m" "$D" bench gemm --n 64 --k 64 --weights f32
+expect_exit 2 "missing --weights" "$D" bench gemv --n 64 --k 64
+expect_exit 2 "bad weights" "$D" bench gemv --n 64 --k 64 --weights int4
+expect_exit 2 "bad form" "$D" bench gemm --m 4 --n 64 --k 64 --weights f32 --form xgrad
+expect_exit 2 "training form with bf16 weights" "$D" bench gemm --m 4 --n 64 --k 64 --weights bf16 --form dgrad
+expect_exit 2 "zero size" "$D" bench gemm --m 0 --n 64 --k 64 --weights f32
+expect_exit 2 "not a number" "$D" bench gemv --n 6x4 --k 64 --weights f32
+for w in f32 bf16 fp8; do
+  j=$("$D" bench gemm --m 32 --n 256 --k 384 --weights $w --threads 2 --json)
+  check "gemm $w json ($j)" grep -q '^{"gflops":[0-9.]*,"seconds":[0-9.e-]*,"path":"[a-z0-9-]*"' <<<"$j"
+  j=$("$D" bench gemv --n 256 --k 384 --weights $w --json)
+  check "gemv $w json ($j)" grep -q '^{"gbps":[0-9.]*,"weights_per_s":[0-9.e+]*,.*"path":"\(gemv-avx2\|scalar\)"' <<<"$j"
+done
+for f in dgrad wgrad; do
+  j=$("$D" bench gemm --m 32 --n 256 --k 384 --weights f32 --form $f --json)
+  check "gemm $f json ($j)" grep -q "\"path\":\"backend-cpu-sgemm-[a-z0-9]*\".*\"form\":\"$f\"" <<<"$j"
+done
+j=$("$D" bench gemm --m 1 --n 256 --k 384 --weights f32 --json)
+check "M = 1 takes the GEMV path" grep -q '"path":"\(gemv-avx2\|scalar\)"' <<<"$j"
+finish
