@@ -3,7 +3,8 @@
 #   fuzz/run.sh [SECONDS] [HARNESS...]      (make fuzz-smoke = fuzz/run.sh 20)
 # Harnesses (one per parser): tokenizer_load (tokenizer.json), tokenizer_encode (text), config
 # (config.json), safetensors (file header), npy_ids (.npy header + logits id lists), shard_header
-# (token shard header), data_manifest (manifest.json through the shard reader).
+# (token shard header), data_manifest (manifest.json through the shard reader), trainer_state
+# (trainer_state.bin), session_file (prompt-cache files), chat_json (chat messages + template).
 # Corpora live in build/fuzz/corpus-* (seeded from the repository's configs and fixtures, and from a
 # small dataset prepared with ./dsv3 data prepare); crashes go to build/fuzz/crash-<harness>-*.
 # Prints one line per harness: seconds, executions, executions/s, corpus units, crashes.
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-120}
 shift || true
-ALL="tokenizer_load tokenizer_encode config safetensors npy_ids shard_header data_manifest trainer_state"
+ALL="tokenizer_load tokenizer_encode config safetensors npy_ids shard_header data_manifest trainer_state session_file chat_json"
 HARNESSES=${*:-$ALL}
 OUT=build/fuzz
 CC=${CC:-clang}
@@ -22,10 +23,10 @@ command -v "$CC" >/dev/null || { echo "fuzz/run.sh: $CC not found (apt-get insta
 [ -x "$DSV3" ] || { echo "fuzz/run.sh: $DSV3 not built (run make first; it prepares the data seeds)" >&2; exit 2; }
 
 SAN="-g -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-CFLAGS="$SAN -std=c11 -D_GNU_SOURCE -fopenmp -Iinclude -Isrc"
+CFLAGS="$SAN -march=native -std=c11 -D_GNU_SOURCE -fopenmp -Iinclude -Isrc" # -march: the SIMD kernels (GCC target pragmas) now link in
 # The parsers and what they link against, instrumented for coverage; rebuilt when a source or any
 # header under src/ is newer than its object.
-LIBSRC="$(ls src/core/*.c src/tokenizer/*.c src/train/data.c src/train/checkpoint.c src/train/optim.c) src/model/config.c src/model/counts.c src/model/rope.c src/model/safetensors.c src/numerics/quant.c src/numerics/fp8.c"
+LIBSRC="$(find src -name '*.c' | sort)"
 newest_h=$(find src -name '*.h' -printf '%T@\n' | sort -n | tail -1)
 objs=""
 for f in $LIBSRC; do
@@ -116,8 +117,23 @@ for mom, es in (("f32", 4), ("bf16", 2)):
 PY
 fi
 
+if [[ " $HARNESSES " == *" session_file "* ]]; then
+  # valid session files of the g_mtp fixture (fp32 and bf16 rows, with and without an MTP cache)
+  "$DSV3" generate --model tests/fixtures/model/g_mtp --ids 3,1,4,1,5,9,2,6 --max-tokens 4 --temperature 0 --ignore-eos \
+      --ctx 64 --quiet --session $OUT/corpus-session_file/plain.kv >/dev/null
+  "$DSV3" generate --model tests/fixtures/model/g_mtp --ids 2,7,1,8 --max-tokens 6 --temperature 0 --ignore-eos \
+      --ctx 64 --cache bf16 --speculative mtp --quiet --session $OUT/corpus-session_file/mtp-bf16.kv >/dev/null
+fi
+if [[ " $HARNESSES " == *" chat_json "* ]]; then
+  python3 - "$OUT/corpus-chat_json" <<'PY'
+import json, sys
+for i, line in enumerate(open("tests/fixtures/chat/cases.jsonl", encoding="utf-8")):
+    open(f"{sys.argv[1]}/case{i:02d}.json", "w", encoding="utf-8").write(json.dumps(json.loads(line)["messages"], ensure_ascii=False))
+PY
+fi
+
 # ---- run
-declare -A MAXLEN=([tokenizer_load]=65536 [tokenizer_encode]=65536 [config]=16384 [safetensors]=16384 [npy_ids]=8192 [shard_header]=8192 [data_manifest]=16384 [trainer_state]=4096)
+declare -A MAXLEN=([tokenizer_load]=65536 [tokenizer_encode]=65536 [config]=16384 [safetensors]=16384 [npy_ids]=8192 [shard_header]=8192 [data_manifest]=16384 [trainer_state]=4096 [session_file]=65536 [chat_json]=16384)
 declare -A DICT=([tokenizer_load]=fuzz/tokenizer_json.dict [config]=fuzz/config_json.dict [safetensors]=fuzz/safetensors.dict [npy_ids]=fuzz/npy.dict [data_manifest]=fuzz/manifest_json.dict)
 printf '%-18s %6s %12s %10s %8s %8s\n' harness secs execs execs/s corpus crashes
 found=0

@@ -8,6 +8,9 @@
 #include "numerics/fp8.h"
 #include "core/error.h"
 #include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,7 +21,9 @@ static int g_isa = -1; // dsv3_isa once chosen; read and written atomically
 static int cpu_has_avx2(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    unsigned a, b, c = 0, d;
+    __get_cpuid(1, &a, &b, &c, &d); // F16C is CPUID.1:ECX bit 29 (clang's __builtin_cpu_supports lacks "f16c")
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && ((c >> 29) & 1);
 #else
     return 0;
 #endif
