@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -19,6 +20,10 @@ static void usage(FILE *f) {
             "  --prompt TEXT        tokenized with the model's tokenizer, BOS first (unless --no-bos)\n"
             "  --prompt-file FILE   the same, from a file ('-': stdin)\n"
             "  --ids LIST           token ids, used as given (no BOS added)\n"
+            "  --prompts-file FILE  one text prompt per line, generated with continuous batching: up to --parallel\n"
+            "                       sequences (default 8) decode in each step, a finished one's slot goes to the next\n"
+            "                       prompt; prints one result per prompt (--json: one object per line) and the\n"
+            "                       aggregate speed (plain decoding only)\n"
             "  --session FILE       prompt cache: restore FILE if it exists (the prompt's common prefix with the\n"
             "                       cached tokens is not recomputed) and save the session there afterwards\n"
             "output:\n"
@@ -45,11 +50,102 @@ static const char *stop_name(dsv3_stop_reason r) {
     }
 }
 
+// --prompts-file: every line a prompt, continuous batching over up to `parallel` sessions.
+static int generate_many(infer_args *a, const char *path, int parallel, int json, int no_bos) {
+    infer_ctx c;
+    int rc = infer_open(&c, a, "generate");
+    if (rc) return rc;
+    size_t len = 0;
+    char *text = NULL;
+    if (!c.tok) { dsv3_errorf("--prompts-file: %s has no tokenizer.json (give --tokenizer FILE)", a->model); rc = cli_bad_input(); goto done0; }
+    text = dsv3_read_file_max(path, (size_t)64 << 20, "prompts", &len);
+    if (!text) { rc = cli_bad_input(); goto done0; }
+    int n = 0, cap = 16;
+    dsv3_batch_seq *q = dsv3_calloc((size_t)cap, sizeof *q);
+    int32_t **ids = dsv3_calloc((size_t)cap, sizeof *ids);
+    for (char *p = text, *end = text + len; p < end;) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        if (l && p[l - 1] == '\r') l--;
+        if (l) {
+            if (n == cap) {
+                cap *= 2;
+                q = dsv3_realloc(q, sizeof *q * cap);
+                ids = dsv3_realloc(ids, sizeof *ids * cap);
+            }
+            size_t ni = 0;
+            memset(&q[n], 0, sizeof q[n]);
+            ids[n] = NULL;
+            int bos = !no_bos && dsv3_tokenizer_bos_id(c.tok) >= 0;
+            if (dsv3_tokenizer_encode(c.tok, p, l, bos, &ids[n], &ni) != 0) { n++; rc = cli_bad_input(); goto done; }
+            q[n].prompt = ids[n];
+            q[n].n_prompt = (int)ni;
+            q[n].s = dsv3_session_new(c.lm, dsv3_session_ctx(c.s), a->cache);
+            dsv3_sampling sp = a->samp;
+            sp.seed = a->samp.seed + (uint64_t)n; // one stream per prompt
+            q[n].smp = dsv3_sampler_new(&sp, dsv3_lm_vocab_size(c.lm), dsv3_session_ctx(c.s) + a->gen.max_tokens + 1);
+            q[n].out = dsv3_malloc(sizeof(int32_t) * ((size_t)a->gen.max_tokens + 1));
+            n++;
+        }
+        p += (nl ? (size_t)(nl - p) + 1 : (size_t)(end - p));
+    }
+    if (n == 0) { dsv3_errorf("%s: no prompts (one per line)", path); rc = cli_bad_input(); goto done; }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int steps = 0;
+    if (dsv3_generate_batch(c.e, q, n, parallel, &a->gen, &steps) != 0) { rc = cli_bad_input(); goto done; }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double wall = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    long total = 0, ptoks = 0;
+    for (int i = 0; i < n; i++) {
+        size_t tl = 0;
+        char *raw = dsv3_tokenizer_decode(c.tok, q[i].out, (size_t)q[i].st.generated, 1, &tl);
+        char *t = infer_utf8_clean(raw ? raw : "", raw ? tl : 0);
+        free(raw);
+        total += q[i].st.generated;
+        ptoks += q[i].st.prompt_tokens;
+        if (json) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "index", i);
+            cJSON *arr = cJSON_AddArrayToObject(o, "ids");
+            for (int j = 0; j < q[i].st.generated; j++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(q[i].out[j]));
+            cJSON_AddStringToObject(o, "text", t);
+            cJSON_AddNumberToObject(o, "prompt_tokens", q[i].st.prompt_tokens);
+            cJSON_AddNumberToObject(o, "generated", q[i].st.generated);
+            cJSON_AddStringToObject(o, "stop_reason", stop_name(q[i].st.stop));
+            char *js = cJSON_PrintUnformatted(o);
+            printf("%s\n", js);
+            free(js);
+            cJSON_Delete(o);
+        } else {
+            printf("[%d] %s\n", i, t);
+        }
+        free(t);
+    }
+    if (!a->quiet)
+        fprintf(stderr, "dsv3 generate: %d prompts (%ld tokens), %ld tokens generated in %.3f s: %.1f tok/s overall, "
+                        "%d batched decode steps (up to %d sequences per step)\n",
+                n, ptoks, total, wall, wall > 0 ? total / wall : 0.0, steps, parallel);
+done:
+    for (int i = 0; i < n; i++) {
+        free(ids[i]);
+        free(q[i].out);
+        dsv3_sampler_free(q[i].smp);
+        dsv3_session_free(q[i].s);
+    }
+    free(q);
+    free(ids);
+done0:
+    free(text);
+    infer_close(&c);
+    return cli_stdout_done("generate", rc);
+}
+
 int cmd_generate(int argc, char **argv) {
     infer_args a;
     infer_args_default(&a, 0.3f);
-    const char *prompt = NULL, *prompt_file = NULL, *ids_s = NULL, *session = NULL;
-    int json = 0, no_bos = 0, top_lp = -1;
+    const char *prompt = NULL, *prompt_file = NULL, *ids_s = NULL, *session = NULL, *prompts_file = NULL;
+    int json = 0, no_bos = 0, top_lp = -1, parallel = 8;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
         if (cli_is_help(k)) { usage(stdout); return 0; }
@@ -64,6 +160,13 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(k, "--prompt-file")) prompt_file = v;
         else if (!strcmp(k, "--ids")) ids_s = v;
         else if (!strcmp(k, "--session")) session = v;
+        else if (!strcmp(k, "--prompts-file")) prompts_file = v;
+        else if (!strcmp(k, "--parallel")) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (!*v || *end || n < 1 || n > 256) return cli_usage_error("generate", "--parallel: '%s' is not in 1..256", v);
+            parallel = (int)n;
+        }
         else if (!strcmp(k, "--logprobs")) {
             char *end;
             long n = strtol(v, &end, 10);
@@ -71,8 +174,13 @@ int cmd_generate(int argc, char **argv) {
             top_lp = (int)n;
         } else return cli_usage_error("generate", "unknown option '%s'", k);
     }
-    if ((prompt != NULL) + (prompt_file != NULL) + (ids_s != NULL) != 1)
-        return cli_usage_error("generate", "give exactly one of --prompt, --prompt-file and --ids");
+    if ((prompt != NULL) + (prompt_file != NULL) + (ids_s != NULL) + (prompts_file != NULL) != 1)
+        return cli_usage_error("generate", "give exactly one of --prompt, --prompt-file, --prompts-file and --ids");
+    if (prompts_file) {
+        if (a.gen.speculative) return cli_usage_error("generate", "--prompts-file decodes without --speculative");
+        if (session || top_lp >= 0) return cli_usage_error("generate", "--prompts-file takes neither --session nor --logprobs");
+        return generate_many(&a, prompts_file, parallel, json, no_bos);
+    }
     if (top_lp >= 0 && !json) return cli_usage_error("generate", "--logprobs needs --json");
 
     int32_t *ids = NULL;

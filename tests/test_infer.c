@@ -305,6 +305,46 @@ static void batched_case(const char *name, const dsv3_lm *lm) {
     dsv3_engine_free(e);
 }
 
+// Continuous batching: 5 greedy sequences, at most 3 at a time; two have short contexts, so they
+// leave early and waiting ones join mid-run. Each output == the sequence generated alone.
+static void continuous_batch_case(const char *name, const dsv3_lm *lm) {
+    const int V = dsv3_lm_vocab_size(lm);
+    dsv3_engine *e = engine(lm, DSV3_ATTN_AUTO, 64, 64);
+    enum { NS = 5 };
+    const int plen[NS] = {3, 9, 5, 7, 4}, ctx[NS] = {64, 12, 64, 10, 64};
+    int32_t pr[NS][16], out[NS][16], ref[16];
+    dsv3_batch_seq q[NS];
+    dsv3_gen_opts go;
+    dsv3_gen_opts_default(&go);
+    go.max_tokens = 12;
+    go.ignore_eos = 1;
+    for (int i = 0; i < NS; i++) {
+        make_prompt(pr[i], plen[i], V, 50 + i);
+        q[i] = (dsv3_batch_seq){.prompt = pr[i], .n_prompt = plen[i], .s = dsv3_session_new(lm, ctx[i], DSV3_CACHE_F32),
+                                .smp = greedy_sampler(V), .out = out[i]};
+    }
+    int steps = 0;
+    CHECK(dsv3_generate_batch(e, q, NS, 3, &go, &steps) == 0, "%s: batch: %s", name, dsv3_error());
+    int total = 0, bad = 0;
+    for (int i = 0; i < NS; i++) {
+        dsv3_session *s = dsv3_session_new(lm, ctx[i], DSV3_CACHE_F32);
+        dsv3_sampler *smp = greedy_sampler(V);
+        dsv3_gen_stats st;
+        CHECK(dsv3_generate(e, s, smp, pr[i], plen[i], &go, NULL, NULL, ref, &st) == 0, "%s: single", name);
+        if (st.generated != q[i].st.generated || st.stop != q[i].st.stop || memcmp(ref, out[i], sizeof(int32_t) * st.generated))
+            bad++;
+        total += q[i].st.generated - 1;
+        dsv3_sampler_free(smp);
+        dsv3_session_free(s);
+        dsv3_sampler_free(q[i].smp);
+        dsv3_session_free(q[i].s);
+    }
+    CHECK(bad == 0, "%s: %d of %d continuously batched sequences differ from generating them alone", name, bad, NS);
+    CHECK(q[1].st.stop == DSV3_STOP_CONTEXT && q[0].st.stop == DSV3_STOP_LENGTH, "%s: stop reasons", name);
+    CHECK(steps < total && steps >= (total + 2) / 3, "%s: %d batched steps for %d decode tokens at most 3 wide", name, steps, total);
+    dsv3_engine_free(e);
+}
+
 // Same seed -> same tokens; several seeds -> not all the same.
 static void seeded_case(const char *name, const dsv3_lm *lm, int spec) {
     const int V = dsv3_lm_vocab_size(lm), ctx = 64;
@@ -536,6 +576,7 @@ int main(void) {
             dsv3_matmul_set_isa(isa);
         }
         batched_case(cases[i], lm);
+        continuous_batch_case(cases[i], lm);
         bf16_and_alloc_case(cases[i], lm);
         error_cases(cases[i], lm);
         if (prev) session_file_case(cases[i], lm, prev);

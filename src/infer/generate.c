@@ -183,3 +183,104 @@ out:
     free(vrows);
     return rc;
 }
+
+// Prefix reuse + prefill + the first token of one sequence (shared by the batch loop).
+static int start_seq(dsv3_engine *e, dsv3_batch_seq *q, gen_state *g, float *logits, int32_t *y) {
+    const dsv3_lm *lm = e->lm;
+    dsv3_session *s = q->s;
+    int keep = 0;
+    while (keep < s->len && keep < q->n_prompt && s->tokens[keep] == q->prompt[keep]) keep++;
+    if (keep > q->n_prompt - 1) keep = q->n_prompt - 1;
+    dsv3_session_truncate(s, keep);
+    q->st.reused_tokens = keep;
+    dsv3_sampler_reset(q->smp);
+    for (int i = 0; i < q->n_prompt; i++) dsv3_sampler_accept(q->smp, q->prompt[i], 0);
+    double t0 = now_s();
+    dsv3_rows it = {.s = s, .ids = q->prompt + keep, .n = q->n_prompt - keep, .logits = logits};
+    if (dsv3_engine_prefill(e, &it) != 0) return -1;
+    *y = dsv3_sampler_sample(q->smp, logits);
+    q->st.prefill_s = now_s() - t0;
+    (void)lm;
+    return commit(g, *y, logits);
+}
+
+int dsv3_generate_batch(dsv3_engine *e, dsv3_batch_seq *seqs, int n, int max_active, const dsv3_gen_opts *o, int *steps_out) {
+    const dsv3_lm *lm = e->lm;
+    const int V = lm->m.cfg.vocab_size;
+    if (o->speculative) return dsv3_errorf("generate: batched decoding is plain decoding (no --speculative)");
+    if (o->max_tokens < 0) return dsv3_errorf("generate: max_tokens %d is negative", o->max_tokens);
+    if (max_active < 1) max_active = 1;
+    if (max_active > e->o.max_rows) max_active = e->o.max_rows;
+    for (int i = 0; i < n; i++) {
+        dsv3_batch_seq *q = &seqs[i];
+        memset(&q->st, 0, sizeof q->st);
+        q->st.prompt_tokens = q->n_prompt;
+        if (q->n_prompt < 1) return dsv3_errorf("generate: prompt %d is empty", i);
+        if (q->n_prompt > q->s->ctx)
+            return dsv3_errorf("generate: prompt %d has %d tokens, more than the context length %d", i, q->n_prompt, q->s->ctx);
+        for (int j = 0; j < q->n_prompt; j++)
+            if (q->prompt[j] < 0 || q->prompt[j] >= V)
+                return dsv3_errorf("generate: token %d at position %d of prompt %d is outside the vocabulary [0, %d)",
+                                   q->prompt[j], j, i, V);
+        for (int j = 0; j < i; j++)
+            if (seqs[j].s == q->s) return dsv3_errorf("generate: prompts %d and %d share a session", j, i);
+    }
+    float *logits = dsv3_malloc(sizeof(float) * (size_t)max_active * V);
+    gen_state *gs = dsv3_calloc((size_t)n, sizeof(gen_state));
+    int32_t *y = dsv3_calloc((size_t)n, sizeof(int32_t));
+    int *active = dsv3_malloc(sizeof(int) * (size_t)max_active);
+    dsv3_rows *items = dsv3_malloc(sizeof(dsv3_rows) * (size_t)max_active);
+    double *t_start = dsv3_calloc((size_t)n, sizeof(double));
+    int n_active = 0, next = 0, steps = 0, rc = -1;
+    for (int i = 0; i < n; i++)
+        gs[i] = (gen_state){.o = o, .smp = seqs[i].smp, .out = seqs[i].out, .st = &seqs[i].st, .eos = lm->eos_id};
+    for (;;) {
+        // sequences join while there is room
+        while (n_active < max_active && next < n) {
+            const int i = next++;
+            if (o->max_tokens == 0) { seqs[i].st.stop = DSV3_STOP_LENGTH; continue; }
+            int done = start_seq(e, &seqs[i], &gs[i], logits, &y[i]);
+            if (done < 0) goto out;
+            t_start[i] = now_s();
+            if (!done) active[n_active++] = i;
+        }
+        if (n_active == 0) break;
+        // one row per active sequence; a sequence at its context end leaves
+        int m = 0;
+        for (int a = 0; a < n_active; a++) {
+            const int i = active[a];
+            if (seqs[i].s->len >= seqs[i].s->ctx) {
+                seqs[i].st.stop = DSV3_STOP_CONTEXT;
+                seqs[i].st.decode_s = now_s() - t_start[i];
+                continue;
+            }
+            active[m] = i;
+            items[m] = (dsv3_rows){.s = seqs[i].s, .ids = &y[i], .n = 1, .logits = logits + (size_t)m * V};
+            m++;
+        }
+        n_active = m;
+        if (n_active == 0) continue;
+        if (dsv3_engine_eval(e, items, n_active) != 0) goto out;
+        steps++;
+        m = 0;
+        for (int a = 0; a < n_active; a++) {
+            const int i = active[a];
+            seqs[i].st.target_steps++;
+            const float *lg = logits + (size_t)a * V;
+            y[i] = dsv3_sampler_sample(seqs[i].smp, lg);
+            if (commit(&gs[i], y[i], lg)) seqs[i].st.decode_s = now_s() - t_start[i];
+            else active[m++] = i;
+        }
+        n_active = m;
+    }
+    if (steps_out) *steps_out = steps;
+    rc = 0;
+out:
+    free(logits);
+    free(gs);
+    free(y);
+    free(active);
+    free(items);
+    free(t_start);
+    return rc;
+}

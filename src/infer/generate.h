@@ -47,3 +47,19 @@ void dsv3_gen_opts_default(dsv3_gen_opts *o); // max_tokens 128, plain, 1 draft
 // 0, or -1 with dsv3_error() (prompt too long for the session, bad ids, no MTP module).
 int dsv3_generate(dsv3_engine *e, dsv3_session *s, dsv3_sampler *smp, const int32_t *prompt, int n_prompt,
                   const dsv3_gen_opts *o, dsv3_token_fn fn, void *ctx, int32_t *out_ids, dsv3_gen_stats *st);
+
+// Continuous batching of plain decoding: up to max_active sequences decode together, one row each
+// per dsv3_engine_eval step (the weights are read once per step for all of them); when one stops,
+// the next waiting sequence joins (its prompt prefilled alone, then it decodes with the others).
+// Each sequence brings its own session (fresh or holding a reusable prefix) and sampler; ids go to
+// out (max_tokens of room). Stats per sequence; *steps_out counts batched steps (may be NULL).
+// Same semantics per sequence as dsv3_generate without speculation. 0, or -1 + dsv3_error().
+typedef struct {
+    const int32_t *prompt;
+    int n_prompt;
+    dsv3_session *s;
+    dsv3_sampler *smp;
+    int32_t *out;
+    dsv3_gen_stats st;
+} dsv3_batch_seq;
+int dsv3_generate_batch(dsv3_engine *e, dsv3_batch_seq *seqs, int n, int max_active, const dsv3_gen_opts *o, int *steps_out);

@@ -82,6 +82,19 @@ else
   bad "generated text too short for the stop-string check (${#full} bytes)"
 fi
 
+# continuous batching: the same results whatever the number of sequences per step
+printf 'The meaning of\nhello there\nA b c\nthe end\n' > "$tmp/prompts.txt"
+b1=$("$D" generate --model $X --tokenizer "$tmp/tok.json" --prompts-file "$tmp/prompts.txt" --parallel 1 --max-tokens 6 --temperature 0 --ignore-eos --json --quiet)
+b3=$("$D" generate --model $X --tokenizer "$tmp/tok.json" --prompts-file "$tmp/prompts.txt" --parallel 3 --max-tokens 6 --temperature 0 --ignore-eos --json --quiet)
+check "--prompts-file: one result per prompt" test "$(wc -l <<<"$b3")" = 4
+check "--parallel 3 == --parallel 1" test "$b1" = "$b3"
+single=$("$D" generate --model $X --tokenizer "$tmp/tok.json" --prompt "hello there" --max-tokens 6 --temperature 0 --ignore-eos --json --quiet)
+check "batched result == single generation" test "$(ids "$single")" = "$(sed -n 2p <<<"$b3" | sed -n 's/.*"ids":\[\([0-9,]*\)\].*/\1/p')"
+: > "$tmp/empty.txt"
+expect_exit 2 "--prompts-file without prompts" "$D" generate --model $X --tokenizer "$tmp/tok.json" --prompts-file "$tmp/empty.txt"
+expect_exit 2 "--prompts-file with --speculative" "$D" generate --model $G --prompts-file "$tmp/prompts.txt" --speculative mtp
+expect_exit 2 "--parallel 0" "$D" generate --model $X --tokenizer "$tmp/tok.json" --prompts-file "$tmp/prompts.txt" --parallel 0
+
 # chat: two turns, /save, /reset, /load
 chat=$(printf 'hello there\n/save %s\n/reset\n/load %s\nand again\n/quit\n' "$tmp/c.kv" "$tmp/c.kv" |
        "$D" chat --model $X --tokenizer "$tmp/tok.json" --system "Be brief." --max-tokens 6 --temperature 0 --ignore-eos 2>&1)
