@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/bgemm.h"
 #include "numerics/bf16.h"
 #include "numerics/quant.h"
 #include <omp.h>
@@ -14,16 +15,19 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: dsv3 bench gemm --m M --n N --k K --weights f32|bf16|fp8 [--form fwd|dgrad|wgrad] [--threads T] [--json]\n"
+            "usage: dsv3 bench gemm --m M --n N --k K --weights f32|bf16|fp8 [--form fwd|dgrad|wgrad] [--act f32|bf16] [--threads T] [--json]\n"
             "       dsv3 bench gemv --n N --k K --weights f32|bf16|fp8 [--threads T] [--json]\n"
             "\n"
             "gemm: times Y = X·Wᵀ (fwd; X fp32 [M, K], W [N, K] stored as --weights, through dsv3_matmul: the\n"
             "      inference and forward path), or a training form through the CPU backend's GEMM on fp32\n"
-            "      tensors (dgrad dX = dY·W, wgrad dW += dYᵀ·X; --weights f32 only: training keeps fp32\n"
-            "      masters). Prints {\"gflops\", \"seconds\" (median per call), \"path\", ...}.\n"
+            "      tensors (dgrad dX = dY·W, wgrad dW += dYᵀ·X; --weights f32: the fp32 SGEMM, bf16: the\n"
+            "      bf16-input GEMM of bf16 training, inputs rounded to bf16, fp32 accumulation). Prints {\"gflops\", \"seconds\" (median per call), \"path\", ...}.\n"
             "gemv: times y = W·x (M = 1), cycling through enough copies of W that every call reads it from\n"
             "      DRAM (>= 256 MiB in all). Prints {\"gbps\" (bytes of W per second), \"weights_per_s\", \"path\", ...}.\n"
-            "fp8 is E4M3 with 128x128 block scales (DeepSeek-V3's weight format), decoded inside the kernel.\n"
+            "fp8 is E4M3 with 128x128 block scales (DeepSeek-V3's weight format). --act bf16 (fwd; default f32,\n"
+            "or DSV3_MATMUL_ACT=bf16): bf16/fp8 weights above M = 24 run the BF16 GEMM (AMX or AVX512_BF16, x\n"
+            "rounded to bf16) where the CPU has it. DSV3_ISA=avx2|avx512 caps the instruction set\n"
+            "(DSV3_NO_SIMD=1: scalar).\n"
             "Timing: one warm-up call, then calls until 0.5 s (at least 5); the median is reported.\n"
             "Exit status: 0 ok, 2 bad usage.\n");
 }
@@ -69,9 +73,12 @@ static void make_weight(wbuf *w, int N, int K, dsv3_dtype dt, uint64_t seed) {
     w->m.scale = w->scale;
 }
 
-static const char *matmul_path(int M) {
+static const char *bgemm_path(void) { return dsv3_matmul_get_isa() >= DSV3_ISA_AMX ? "bgemm-amx" : dsv3_matmul_get_isa() >= DSV3_ISA_AVX512 ? "bgemm-avx512bf16" : "bgemm-scalar-ref"; }
+
+static const char *matmul_path(const dsv3_mat *w, int M) {
     dsv3_isa isa = dsv3_matmul_get_isa();
     if (isa == DSV3_ISA_SCALAR) return "scalar";
+    if (dsv3_matmul_uses_bf16_gemm(w, M)) return bgemm_path();
     return M <= DSV3_MATMUL_GEMV_MAX_M ? "gemv-avx2" : "gemm-avx2";
 }
 
@@ -103,6 +110,11 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(k, "--threads")) bad = parse_pos(v, k, &threads);
         else if (!strcmp(k, "--weights")) weights = v;
         else if (!strcmp(k, "--form") && gemm) form = v;
+        else if (!strcmp(k, "--act") && gemm) {
+            if (!strcmp(v, "bf16")) dsv3_matmul_set_act_bf16(1);
+            else if (!strcmp(v, "f32")) dsv3_matmul_set_act_bf16(0);
+            else return cli_usage_error("bench", "--act: '%s' is not f32 or bf16", v);
+        }
         else return cli_usage_error("bench", "unknown option '%s' for bench %s", k, what);
         if (bad) return 2;
     }
@@ -115,8 +127,10 @@ int cmd_bench(int argc, char **argv) {
     else return cli_usage_error("bench", "--weights: '%s' is not f32, bf16 or fp8", weights);
     const int fwd = !strcmp(form, "fwd"), dgrad = !strcmp(form, "dgrad"), wgrad = !strcmp(form, "wgrad");
     if (!fwd && !dgrad && !wgrad) return cli_usage_error("bench", "--form: '%s' is not fwd, dgrad or wgrad", form);
-    if (!fwd && dt != DSV3_F32)
-        return cli_usage_error("bench", "--form %s runs on fp32 tensors (training keeps fp32 masters): use --weights f32", form);
+    if (!fwd && dt == DSV3_F8_E4M3)
+        return cli_usage_error("bench", "--form %s: use --weights f32 (the fp32 SGEMM) or bf16 (the bf16-input GEMM of bf16 training)", form);
+    const int bf16_train = !fwd && dt == DSV3_BF16; // dgrad/wgrad on fp32 tensors rounded to bf16 (dsv3_bgemm)
+    if (bf16_train) dt = DSV3_F32;
     if ((double)M * K > 1 << 28 || (double)N * K > 1 << 30 || (double)M * N > 1 << 28)
         return cli_usage_error("bench", "shape %d x %d x %d is too large for this benchmark", M, N, K);
     if (threads) omp_set_num_threads(threads);
@@ -145,8 +159,8 @@ int cmd_bench(int argc, char **argv) {
         const float *wf = (const float *)W[c].data;
         double t0 = now_s();
         if (fwd) dsv3_matmul(Y, A, w, M);
-        else if (dgrad) be->gemm(0, 0, M, K, N, 1.0f, A, N, wf, K, 0.0f, Y, K);
-        else be->gemm(1, 0, N, K, M, 1.0f, A, N, X2, K, 1.0f, Y, K);
+        else if (dgrad) (bf16_train ? dsv3_bgemm : be->gemm)(0, 0, M, K, N, 1.0f, A, N, wf, K, 0.0f, Y, K);
+        else (bf16_train ? dsv3_bgemm : be->gemm)(1, 0, N, K, M, 1.0f, A, N, X2, K, 1.0f, Y, K);
         double dt_s = now_s() - t0;
         c = (c + 1) % copies;
         if (it < 0) { t_end = now_s() + 0.5; continue; }
@@ -155,15 +169,15 @@ int cmd_bench(int argc, char **argv) {
     }
     qsort(t, (size_t)reps, sizeof(double), cmp_d);
     const double sec = t[reps / 2];
-    const char *path = fwd ? matmul_path(M) : be->name;
+    const char *path = fwd ? matmul_path(&W[0].m, M) : bf16_train ? bgemm_path() : be->name;
     char pathbuf[64];
-    if (!fwd) { snprintf(pathbuf, sizeof pathbuf, "backend-%s-sgemm-%s", path, dsv3_isa_name(dsv3_matmul_get_isa())); path = pathbuf; }
+    if (!fwd && !bf16_train) { snprintf(pathbuf, sizeof pathbuf, "backend-%s-sgemm-%s", path, dsv3_isa_name(dsv3_matmul_get_isa())); path = pathbuf; }
     const int nth = omp_get_max_threads();
     if (gemm) {
         const double gflops = 2.0 * M * N * K / sec / 1e9;
         if (json)
-            printf("{\"gflops\":%.3f,\"seconds\":%.6g,\"path\":\"%s\",\"m\":%d,\"n\":%d,\"k\":%d,\"weights\":\"%s\",\"form\":\"%s\",\"threads\":%d,\"reps\":%d}\n",
-                   gflops, sec, path, M, N, K, weights, form, nth, reps);
+            printf("{\"gflops\":%.3f,\"seconds\":%.6g,\"path\":\"%s\",\"m\":%d,\"n\":%d,\"k\":%d,\"weights\":\"%s\",\"form\":\"%s\",\"act\":\"%s\",\"threads\":%d,\"reps\":%d}\n",
+                   gflops, sec, path, M, N, K, weights, form, bf16_train || dsv3_matmul_uses_bf16_gemm(&W[0].m, M) ? "bf16" : "f32", nth, reps);
         else
             printf("gemm %s %dx%dx%d %s: %.2f GFLOP/s, %.3f ms per call (median of %d), path %s, %d threads\n", form, M, N, K,
                    weights, gflops, sec * 1e3, reps, path, nth);

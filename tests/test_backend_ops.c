@@ -17,6 +17,8 @@
 // of a whole term (≈ 1/n of the total, ≫ n·u for every n used here), so the bounds still catch it.
 #include "test.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/bgemm.h"
+#include "core/error.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/ops.h"
 #include <float.h>
@@ -727,6 +729,31 @@ static void cmp_all(const dsv3_backend *ref, const dsv3_backend *cpu) {
     if (omp_get_max_threads() < 2) printf("SKIP backend_ops: multi-threaded paths (OMP max threads = 1)\n");
 }
 
+// The BF16 GEMM (bgemm.h) at each hardware level against its scalar reference dsv3_bgemm_ref
+// (inputs rounded to bf16, fp32 sums): the same shapes, transposes, alpha/beta, padding and
+// canaries as the fp32 GEMM, with the same bound (products of bf16 values are exact in fp32, so
+// the difference is only the summation order: 2·(K + 4)·u·Σ|a||b|, the bound matrix from the
+// reference on |A|, |B|). Plus shapes past every blocking loop (MC = 128 rows, NC = 256
+// columns, KC = 512 deep) in the three training forms, and calls from inside a parallel region.
+static void bgemm_paths(const dsv3_backend *ref) {
+    static dsv3_backend bref, bfast;
+    bref = *ref; bref.name = "bgemm-ref"; bref.gemm = dsv3_bgemm_ref;
+    static const dsv3_isa levels[] = {DSV3_ISA_AVX512, DSV3_ISA_AMX};
+    static const char *names[] = {"bgemm-avx512bf16", "bgemm-amx"};
+    dsv3_isa restore = dsv3_matmul_get_isa();
+    for (int l = 0; l < 2; l++) {
+        if (dsv3_matmul_set_isa(levels[l]) != 0) { printf("SKIP backend_ops: %s (%s)\n", names[l], dsv3_error()); continue; }
+        bfast = *ref; bfast.name = names[l]; bfast.gemm = dsv3_bgemm;
+        cmp_gemm_all(&bref, &bfast);
+        cmp_gemm(&bref, &bfast, 0, 1, 140, 300, 1100, 1.0f, 0.0f, 0); // fprop: MC, NC and KC tails
+        cmp_gemm(&bref, &bfast, 0, 0, 140, 1100, 300, 1.0f, 1.0f, 1); // dgrad, accumulate
+        cmp_gemm(&bref, &bfast, 1, 0, 300, 270, 600, 1.0f, 1.0f, 0);  // wgrad, accumulate
+        cmp_gemm(&bref, &bfast, 1, 1, 64, 512, 520, 0.5f, 0.25f, 2);
+        cmp_inside_parallel(&bfast);
+    }
+    dsv3_matmul_set_isa(restore);
+}
+
 int main(void) {
     const dsv3_backend *ref = dsv3_backend_ref(), *cpu = dsv3_backend_cpu();
     CHECK(ref && ref->name && !strcmp(ref->name, "ref"), "reference backend present");
@@ -741,5 +768,6 @@ int main(void) {
         if (have_avx2) dsv3_matmul_set_isa(DSV3_ISA_AVX2);
     } else printf("SKIP backend_ops: fast cpu backend (dsv3_backend_cpu() returns the reference)\n");
     cmp_all(ref, cpu);
+    bgemm_paths(ref);
     return test_report("backend_ops");
 }

@@ -15,6 +15,7 @@
 // Guard words after y catch overruns; y starts as NaN so an unwritten element fails.
 #include "test.h"
 #include "kernels/cpu/matmul.h"
+#include "core/error.h"
 #include "numerics/bf16.h"
 #include "numerics/fp8.h"
 #include <stdint.h>
@@ -78,6 +79,22 @@ static const uint32_t GUARD_BITS = 0xDEADBEEFu;
 
 static int n_cases;
 
+// The reference for one dsv3_matmul call: xr and wr (N x K fp32) are the activations and weights
+// the call works on, and yr = dsv3_matmul_ref on them. Where the call runs the BF16 GEMM (BF16/FP8
+// weights, M > 24, avx512 level and up: dsv3_matmul_uses_bf16_gemm) both are rounded to bf16 first,
+// that path's contract; elsewhere they are x and the weights as stored.
+static void reference(const dsv3_mat *w, const float *x, int M, float *yr, float *xr, float *wr) {
+    int N = w->rows, K = w->cols, bf = dsv3_matmul_uses_bf16_gemm(w, M);
+    for (size_t i = 0; i < (size_t)M * K; i++) xr[i] = bf ? dsv3_bf16_to_f32(dsv3_f32_to_bf16(x[i])) : x[i];
+    for (int r = 0; r < N; r++) {
+        dsv3_mat_row_f32(w, r, wr + (size_t)r * K);
+        if (bf) for (int c = 0; c < K; c++) wr[(size_t)r * K + c] = dsv3_bf16_to_f32(dsv3_f32_to_bf16(wr[(size_t)r * K + c]));
+    }
+    if (!bf) { dsv3_matmul_ref(yr, x, w, M); return; }
+    dsv3_mat f = {.dtype = DSV3_F32, .data = wr, .rows = N, .cols = K};
+    dsv3_matmul_ref(yr, xr, &f, M);
+}
+
 // One comparison of dsv3_matmul with the reference on random x; returns number of bad elements.
 static void run_case(const owned_mat *o, int M, int exact, const char *what) {
     const dsv3_mat *w = &o->m;
@@ -88,17 +105,17 @@ static void run_case(const owned_mat *o, int M, int exact, const char *what) {
     float *y = malloc(sizeof(float) * (ny + GUARD)), *yr = malloc(sizeof(float) * (ny + 1));
     for (size_t i = 0; i < ny; i++) y[i] = NAN;
     for (int i = 0; i < GUARD; i++) memcpy(&y[ny + i], &GUARD_BITS, 4);
-    dsv3_matmul_ref(yr, x, w, M);
+    float *xr = malloc(sizeof(float) * ((size_t)M * K + 1)), *wr = malloc(sizeof(float) * ((size_t)N * K + 1));
+    reference(w, x, M, yr, xr, wr);
     dsv3_matmul(y, x, w, M);
     int guard_ok = 1;
     for (int i = 0; i < GUARD; i++) guard_ok &= memcmp(&y[ny + i], &GUARD_BITS, 4) == 0;
-    float *row = malloc(sizeof(float) * (size_t)(K ? K : 1));
     int bad = 0; double worst = 0;
     for (int r = 0; r < N && bad < 3; r++) {
-        dsv3_mat_row_f32(w, r, row);
+        const float *row = wr + (size_t)r * K;
         for (int m = 0; m < M; m++) {
             double sabs = 0;
-            for (int c = 0; c < K; c++) sabs += fabs((double)x[(size_t)m * K + c] * row[c]);
+            for (int c = 0; c < K; c++) sabs += fabs((double)xr[(size_t)m * K + c] * row[c]);
             double tol = exact ? 0.0 : (2.0 * K + 4.0) * ldexp(1.0, -24) * sabs;
             double a = y[(size_t)m * N + r], b = yr[(size_t)m * N + r];
             double err = fabs(a - b);
@@ -111,7 +128,7 @@ static void run_case(const owned_mat *o, int M, int exact, const char *what) {
     CHECK(bad == 0, "%s %s %dx%d M=%d: %d elements outside tolerance", what, dsv3_dtype_name(w->dtype), N, K, M, bad);
     CHECK(guard_ok, "%s %s %dx%d M=%d: wrote past the end of y", what, dsv3_dtype_name(w->dtype), N, K, M);
     n_cases++;
-    free(row); free(x); free(y); free(yr);
+    free(xr); free(wr); free(x); free(y); free(yr);
 }
 
 static void sweep(const char *isa) {
@@ -145,8 +162,8 @@ static void sweep(const char *isa) {
 
 // A NaN weight code (E4M3 S.1111.111) makes its output row NaN, as in the reference.
 static void nan_code(const char *isa) {
-    static const int Ms[] = {1, 3, 20};
-    for (int mi = 0; mi < 3; mi++) {
+    static const int Ms[] = {1, 3, 20, 40}; // 40: the packed GEMM / BF16 GEMM
+    for (int mi = 0; mi < 4; mi++) {
         owned_mat o = make_mat(DSV3_F8_E4M3, 20, 150, 128, 128, 0);
         ((uint8_t *)o.data)[5 * 150 + 131] = 0x7f;
         ((uint8_t *)o.data)[9 * 150 + 2] = 0xff;
@@ -172,21 +189,22 @@ static void tiny_x(const char *isa) {
         int M = Ms[mi], N = 9, K = 200;
         owned_mat o = make_mat(DSV3_F8_E4M3, N, K, 128, 128, 0);
         float *x = malloc(sizeof(float) * (size_t)M * K), *y = malloc(sizeof(float) * (size_t)M * N);
-        float *yr = malloc(sizeof(float) * (size_t)M * N), *row = malloc(sizeof(float) * K);
+        float *yr = malloc(sizeof(float) * (size_t)M * N), *xr = malloc(sizeof(float) * (size_t)M * K);
+        float *wr = malloc(sizeof(float) * (size_t)N * K);
         for (int i = 0; i < M * K; i++) x[i] = ldexpf(rndf(), -90);
         dsv3_matmul(y, x, &o.m, M);
-        dsv3_matmul_ref(yr, x, &o.m, M);
+        reference(&o.m, x, M, yr, xr, wr);
         int bad = 0;
         for (int r = 0; r < N; r++) {
-            dsv3_mat_row_f32(&o.m, r, row);
+            const float *row = wr + (size_t)r * K;
             for (int m = 0; m < M; m++) {
                 double sabs = 0;
-                for (int c = 0; c < K; c++) sabs += fabs((double)x[m * K + c] * row[c]);
+                for (int c = 0; c < K; c++) sabs += fabs((double)xr[m * K + c] * row[c]);
                 bad += !(fabs((double)y[m * N + r] - yr[m * N + r]) <= (2.0 * K + 4.0) * ldexp(1.0, -24) * sabs);
             }
         }
         CHECK(bad == 0, "%s M=%d: %d outputs off for tiny activations", isa, M, bad);
-        free(x); free(y); free(yr); free(row); free_mat(&o);
+        free(x); free(y); free(yr); free(xr); free(wr); free_mat(&o);
     }
 }
 
@@ -205,6 +223,26 @@ int main(void) {
         tiny_x("avx2");
     } else {
         printf("note: this CPU has no AVX2/FMA/F16C; only the scalar path was tested\n");
+    }
+    // The BF16 GEMM levels: BF16/FP8 weights at M > 24 go through bgemm (checked against the
+    // bf16-rounded reference, see reference()); everything else must still match the fp32 reference.
+    static const dsv3_isa bf_levels[] = {DSV3_ISA_AVX512, DSV3_ISA_AMX};
+    for (int l = 0; l < 2; l++) {
+        const char *nm = dsv3_isa_name(bf_levels[l]);
+        if (dsv3_matmul_set_isa(bf_levels[l]) != 0) { printf("SKIP matmul: %s path (%s)\n", nm, dsv3_error()); continue; }
+        owned_mat o = make_mat(DSV3_BF16, 40, 64, 128, 128, 0);
+        for (int act = 0; act < 2; act++) { // fp32 activations (the default), then bf16
+            dsv3_matmul_set_act_bf16(act);
+            char what[48];
+            snprintf(what, sizeof what, "%s act=%s", nm, act ? "bf16" : "f32");
+            CHECK(dsv3_matmul_uses_bf16_gemm(&o.m, 25) == act && !dsv3_matmul_uses_bf16_gemm(&o.m, 24),
+                  "%s: BF16 GEMM above M = 24 exactly when bf16 activations are on", what);
+            sweep(what);
+            nan_code(what);
+            tiny_x(what);
+        }
+        dsv3_matmul_set_act_bf16(0);
+        free_mat(&o);
     }
     printf("%d matmul comparisons\n", n_cases);
     return test_report("matmul");

@@ -71,7 +71,7 @@ static void run(float *lat, const float *P, int R, int L, const void *cache, int
 }
 
 void dsv3_attn_pc(float *lat, const float *P, int R, int L, const void *cache, int is_bf16, int row, int kvl) {
-    run(lat, P, R, L, cache, is_bf16, row, kvl, dsv3_matmul_get_isa() == DSV3_ISA_AVX2);
+    run(lat, P, R, L, cache, is_bf16, row, kvl, dsv3_matmul_get_isa() >= DSV3_ISA_AVX2);
 }
 
 void dsv3_attn_pc_ref(float *lat, const float *P, int R, int L, const void *cache, int is_bf16, int row, int kvl) {

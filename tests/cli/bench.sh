@@ -9,7 +9,7 @@ expect_exit 2 "missing --m" "$D" bench gemm --n 64 --k 64 --weights f32
 expect_exit 2 "missing --weights" "$D" bench gemv --n 64 --k 64
 expect_exit 2 "bad weights" "$D" bench gemv --n 64 --k 64 --weights int4
 expect_exit 2 "bad form" "$D" bench gemm --m 4 --n 64 --k 64 --weights f32 --form xgrad
-expect_exit 2 "training form with bf16 weights" "$D" bench gemm --m 4 --n 64 --k 64 --weights bf16 --form dgrad
+expect_exit 2 "training form with fp8 weights" "$D" bench gemm --m 4 --n 64 --k 64 --weights fp8 --form dgrad
 expect_exit 2 "zero size" "$D" bench gemm --m 0 --n 64 --k 64 --weights f32
 expect_exit 2 "not a number" "$D" bench gemv --n 6x4 --k 64 --weights f32
 for w in f32 bf16 fp8; do
@@ -22,6 +22,17 @@ for f in dgrad wgrad; do
   j=$("$D" bench gemm --m 32 --n 256 --k 384 --weights f32 --form $f --json)
   check "gemm $f json ($j)" grep -q "\"path\":\"backend-cpu-sgemm-[a-z0-9]*\".*\"form\":\"$f\"" <<<"$j"
 done
+for f in dgrad wgrad; do # the bf16-input GEMM of bf16 training
+  j=$("$D" bench gemm --m 64 --n 256 --k 384 --weights bf16 --form $f --json)
+  check "gemm bf16 $f json ($j)" grep -q "\"path\":\"bgemm-\(amx\|avx512bf16\|scalar-ref\)\".*\"form\":\"$f\",\"act\":\"bf16\"" <<<"$j"
+done
+for w in bf16 fp8; do
+  j=$("$D" bench gemm --m 64 --n 256 --k 384 --weights $w --act bf16 --json)
+  check "gemm $w --act bf16 ($j)" grep -q '"path":"\(bgemm-amx\|bgemm-avx512bf16\|gemm-avx2\|scalar\)"' <<<"$j"
+  j=$("$D" bench gemm --m 64 --n 256 --k 384 --weights $w --json)
+  check "gemm $w default act is f32 ($j)" grep -q '"path":"\(gemm-avx2\|scalar\)".*"act":"f32"' <<<"$j"
+done
+expect_exit 2 "bad --act" "$D" bench gemm --m 4 --n 64 --k 64 --weights bf16 --act fp4
 j=$("$D" bench gemm --m 1 --n 256 --k 384 --weights f32 --json)
 check "M = 1 takes the GEMV path" grep -q '"path":"\(gemv-avx2\|scalar\)"' <<<"$j"
 finish

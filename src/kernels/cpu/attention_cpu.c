@@ -59,7 +59,7 @@ static float *tl_get(tl_buf *b, size_t n) {
 static int use_threads(double work) { return !omp_in_parallel() && omp_get_max_threads() > 1 && work > 2e5; }
 
 void dsv3_attn_fwd_cpu(const dsv3_attn_args *a) {
-    int simd = dsv3_matmul_get_isa() == DSV3_ISA_AVX2;
+    int simd = dsv3_matmul_get_isa() >= DSV3_ISA_AVX2;
     dsv3_attn_dots_fn dots = simd ? dsv3_attn_dots_avx2 : dots_c;
     dsv3_attn_acc_fn acc = simd ? dsv3_attn_acc_avx2 : acc_c;
     int T = a->T, H = a->H, nqb = (T + BQ - 1) / BQ;
@@ -153,7 +153,7 @@ static void bwd_head(const dsv3_attn_args *a, int h, const float *dout, float *d
 }
 
 void dsv3_attn_bwd_cpu(const dsv3_attn_args *a, const float *dout, float *dq, float *dk, float *dv) {
-    int simd = dsv3_matmul_get_isa() == DSV3_ISA_AVX2;
+    int simd = dsv3_matmul_get_isa() >= DSV3_ISA_AVX2;
     dsv3_attn_dots_fn dots = simd ? dsv3_attn_dots_avx2 : dots_c;
     dsv3_attn_acc_fn acc = simd ? dsv3_attn_acc_avx2 : acc_c;
     int T = a->T, H = a->H, dqk = a->dqk, dvd = a->dv;

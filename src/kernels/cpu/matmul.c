@@ -4,6 +4,7 @@
 // tasks. Kernels: gemv_avx2.c, gemm_avx2.c (SIMD), matmul_scalar below (fallback).
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/matmul_kernels.h"
+#include "kernels/cpu/bgemm.h"
 #include "numerics/bf16.h"
 #include "numerics/fp8.h"
 #include "core/error.h"
@@ -17,16 +18,60 @@
 // ---- instruction-set selection --------------------------------------------------------------
 
 static int g_isa = -1; // dsv3_isa once chosen; read and written atomically
+static int g_max_isa = -1;
 
-static int cpu_has_avx2(void) {
+#if defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+// Linux keeps the AMX tile data state off until a process asks (ARCH_REQ_XCOMP_PERM, kernel 5.16+).
+static int amx_permitted(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!((d >> 24) & 1) || !((d >> 22) & 1)) return 0; // AMX-TILE, AMX-BF16
+    unsigned lo, hi; // XCR0 bits 17-18 (XTILECFG, XTILEDATA) must be OS-enabled
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if (((lo >> 17) & 3) != 3) return 0;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+}
+#endif
+
+static dsv3_isa detect_max_isa(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
     unsigned a, b, c = 0, d;
     __get_cpuid(1, &a, &b, &c, &d); // F16C is CPUID.1:ECX bit 29 (clang's __builtin_cpu_supports lacks "f16c")
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && ((c >> 29) & 1);
-#else
-    return 0;
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && ((c >> 29) & 1))) return DSV3_ISA_SCALAR;
+    unsigned a7 = 0, b7 = 0, c7 = 0, d7 = 0, a71 = 0, b71 = 0, c71 = 0, d71 = 0;
+    __get_cpuid_count(7, 0, &a7, &b7, &c7, &d7);
+    __get_cpuid_count(7, 1, &a71, &b71, &c71, &d71);
+    // AVX512F (b7 bit 16), DQ (17), BW (30), VL (31); AVX512_BF16 is CPUID.(7,1):EAX bit 5; the OS
+    // must save the zmm state (XCR0 bits 5-7 and the ymm/xmm bits 1-2).
+    int avx512 = ((b7 >> 16) & 1) && ((b7 >> 17) & 1) && ((b7 >> 30) & 1) && ((b7 >> 31) & 1) && ((a71 >> 5) & 1);
+    if (avx512) {
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        avx512 = (lo & 0xe6) == 0xe6;
+    }
+    if (!avx512) return DSV3_ISA_AVX2;
+#if defined(__x86_64__)
+    if (amx_permitted()) return DSV3_ISA_AMX;
 #endif
+    return DSV3_ISA_AVX512;
+#else
+    return DSV3_ISA_SCALAR;
+#endif
+}
+
+dsv3_isa dsv3_cpu_max_isa(void) {
+    int m = __atomic_load_n(&g_max_isa, __ATOMIC_ACQUIRE);
+    if (m < 0) {
+        #pragma omp critical(dsv3_isa_detect)
+        {
+            if (g_max_isa < 0) __atomic_store_n(&g_max_isa, (int)detect_max_isa(), __ATOMIC_RELEASE);
+        }
+        m = __atomic_load_n(&g_max_isa, __ATOMIC_ACQUIRE);
+    }
+    return (dsv3_isa)m;
 }
 
 dsv3_isa dsv3_matmul_get_isa(void) {
@@ -34,22 +79,35 @@ dsv3_isa dsv3_matmul_get_isa(void) {
     if (isa < 0) {
         const char *e = getenv("DSV3_NO_SIMD");
         int no_simd = e && *e && strcmp(e, "0") != 0;
-        isa = !no_simd && cpu_has_avx2() ? DSV3_ISA_AVX2 : DSV3_ISA_SCALAR;
+        isa = no_simd ? DSV3_ISA_SCALAR : (int)dsv3_cpu_max_isa();
+        const char *cap = getenv("DSV3_ISA");
+        if (cap && *cap) {
+            int c = !strcmp(cap, "scalar") ? 0 : !strcmp(cap, "avx2") ? 1 : !strcmp(cap, "avx512") ? 2 : !strcmp(cap, "amx") ? 3 : 3;
+            if (c < isa) isa = c;
+        }
         __atomic_store_n(&g_isa, isa, __ATOMIC_RELAXED);
     }
     return (dsv3_isa)isa;
 }
 
 int dsv3_matmul_set_isa(dsv3_isa isa) {
-    if (isa == DSV3_ISA_AVX2 && !cpu_has_avx2())
-        return dsv3_errorf("matmul: this CPU lacks AVX2/FMA/F16C (asked for the %s path)", dsv3_isa_name(isa));
-    if (isa != DSV3_ISA_AVX2 && isa != DSV3_ISA_SCALAR)
+    if ((int)isa < DSV3_ISA_SCALAR || (int)isa > DSV3_ISA_AMX)
         return dsv3_errorf("matmul: unknown instruction-set path %d", (int)isa);
+    if (isa > dsv3_cpu_max_isa())
+        return dsv3_errorf("matmul: this CPU lacks the %s path (it supports up to %s)", dsv3_isa_name(isa),
+                           dsv3_isa_name(dsv3_cpu_max_isa()));
     __atomic_store_n(&g_isa, (int)isa, __ATOMIC_RELAXED);
     return 0;
 }
 
-const char *dsv3_isa_name(dsv3_isa isa) { return isa == DSV3_ISA_AVX2 ? "avx2" : "scalar"; }
+const char *dsv3_isa_name(dsv3_isa isa) {
+    switch (isa) {
+    case DSV3_ISA_AVX2: return "avx2";
+    case DSV3_ISA_AVX512: return "avx512";
+    case DSV3_ISA_AMX: return "amx";
+    default: return "scalar";
+    }
+}
 
 // ---- portable scalar path -------------------------------------------------------------------
 
@@ -148,6 +206,25 @@ static void matmul_avx2_gemm(float *y, const float *x, const dsv3_mat *w, int M,
     }
 }
 
+static int g_act_bf16 = -1; // -1: not read yet from DSV3_MATMUL_ACT
+
+int dsv3_matmul_get_act_bf16(void) {
+    int v = __atomic_load_n(&g_act_bf16, __ATOMIC_RELAXED);
+    if (v < 0) {
+        const char *e = getenv("DSV3_MATMUL_ACT");
+        v = e && !strcmp(e, "bf16");
+        __atomic_store_n(&g_act_bf16, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+void dsv3_matmul_set_act_bf16(int on) { __atomic_store_n(&g_act_bf16, !!on, __ATOMIC_RELAXED); }
+
+int dsv3_matmul_uses_bf16_gemm(const dsv3_mat *w, int M) {
+    return M > DSV3_MATMUL_GEMV_MAX_M && dsv3_matmul_get_act_bf16() && dsv3_matmul_get_isa() >= DSV3_ISA_AVX512 &&
+           (w->dtype == DSV3_BF16 || w->dtype == DSV3_F8_E4M3);
+}
+
 // ---- dispatcher -----------------------------------------------------------------------------
 
 void dsv3_matmul(float *y, const float *x, const dsv3_mat *w, int M) {
@@ -162,5 +239,6 @@ void dsv3_matmul(float *y, const float *x, const dsv3_mat *w, int M) {
     int parallel = (double)M * w->rows * w->cols >= 131072.0;
     if (dsv3_matmul_get_isa() == DSV3_ISA_SCALAR) matmul_scalar(y, x, w, M, parallel);
     else if (M <= DSV3_MATMUL_GEMV_MAX_M) matmul_avx2_gemv(y, x, w, M, parallel);
+    else if (dsv3_matmul_uses_bf16_gemm(w, M)) dsv3_bgemm_mat(y, x, w, M);
     else matmul_avx2_gemm(y, x, w, M, parallel);
 }

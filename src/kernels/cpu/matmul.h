@@ -20,14 +20,34 @@ void dsv3_matmul(float *y, const float *x, const dsv3_mat *w, int M);
 // Dequantize row r of W into out[cols] as fp32 (used for embedding lookups).
 void dsv3_mat_row_f32(const dsv3_mat *w, int r, float *out);
 
-// Instruction-set paths of dsv3_matmul. The default is the best one this CPU supports, picked at
-// the first call (AVX2+FMA+F16C if present, else portable scalar C); the environment variable
-// DSV3_NO_SIMD=1 forces the scalar path. There is no AVX-512 path. The scalar path can only run on
-// a CPU without AVX2 if the build does not use -march=native (the Makefile default): `make OPT=-O2`.
-typedef enum { DSV3_ISA_SCALAR = 0, DSV3_ISA_AVX2 = 1 } dsv3_isa;
+// Instruction-set paths of dsv3_matmul and the CPU backend, in increasing order (each level
+// includes the ones below it). The default is the best one this CPU (and OS) supports, picked at the
+// first call; the environment variable DSV3_NO_SIMD=1 forces the scalar path and DSV3_ISA=name caps
+// the level (scalar, avx2, avx512, amx). Levels:
+//   avx2    AVX2 + FMA + F16C: every fp32 kernel (GEMV, packed GEMM, SGEMM, attention, glue).
+//   avx512  AVX-512 F/BW/DQ/VL + AVX512_BF16: adds the BF16 GEMM (vdpbf16ps, bgemm.h) for bf16
+//           inputs: dsv3_matmul with BF16/FP8 weights at M > DSV3_MATMUL_GEMV_MAX_M, the
+//           training bf16 GEMM forms. A CPU with AVX-512 but without BF16 runs the avx2 level.
+//   amx     AMX-TILE + AMX-BF16 on top (Sapphire Rapids and later; Linux grants the tile state on
+//           request): the same BF16 GEMM on tiles (TDPBF16PS).
+// The scalar path can only run on a CPU without AVX2 if the build does not use -march=native (the
+// Makefile default): `make OPT=-O2`.
+typedef enum { DSV3_ISA_SCALAR = 0, DSV3_ISA_AVX2 = 1, DSV3_ISA_AVX512 = 2, DSV3_ISA_AMX = 3 } dsv3_isa;
 // Force a path (tests, benchmarks). Returns 0, or -1 (message set) if this CPU lacks the ISA.
 int dsv3_matmul_set_isa(dsv3_isa isa);
 dsv3_isa dsv3_matmul_get_isa(void);
+// The best level this CPU supports (ignores DSV3_NO_SIMD / DSV3_ISA and dsv3_matmul_set_isa).
+dsv3_isa dsv3_cpu_max_isa(void);
 const char *dsv3_isa_name(dsv3_isa isa);
+// Activation precision of dsv3_matmul. Default fp32: x is used as given, so the model matches the
+// fp32 reference (HF transformers on dequantized weights) to fp32 rounding. With bf16 activations on
+// (dsv3_matmul_set_act_bf16(1), or the environment variable DSV3_MATMUL_ACT=bf16 read at the first
+// call), BF16 and FP8 weights above the GEMV sizes run the BF16 GEMM (bgemm.h: AMX or AVX512_BF16)
+// at the avx512 level and above: x and the weights (FP8: fp8 · scale) are rounded to bf16, the
+// bf16 × bf16 → fp32 contract of torch/oneDNN bf16 matmul (about 2^-9 relative per input).
+int dsv3_matmul_get_act_bf16(void);
+void dsv3_matmul_set_act_bf16(int on);
+// Whether dsv3_matmul(…, w, M) runs the BF16 GEMM under the current settings.
+int dsv3_matmul_uses_bf16_gemm(const dsv3_mat *w, int M);
 // Largest M that takes the GEMV (no packing) path; above it the packed, blocked GEMM runs.
 #define DSV3_MATMUL_GEMV_MAX_M 24

@@ -10,7 +10,7 @@
 
 #define PAR_MIN 32768 // elements below which threads cost more than they save
 
-static int simd(void) { return dsv3_matmul_get_isa() == DSV3_ISA_AVX2; }
+static int simd(void) { return dsv3_matmul_get_isa() >= DSV3_ISA_AVX2; }
 static int par(double elems) { return elems >= PAR_MIN && !omp_in_parallel() && omp_get_max_threads() > 1; }
 
 void dsv3_rmsnorm_fwd_cpu(float *y, float *rstd, const float *x, const float *w, int rows, int n, float eps) {

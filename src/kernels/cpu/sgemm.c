@@ -112,7 +112,7 @@ void dsv3_sgemm(int transA, int transB, int M, int N, int K, float alpha, const 
                 const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return; }
-    int simd = dsv3_matmul_get_isa() == DSV3_ISA_AVX2;
+    int simd = dsv3_matmul_get_isa() >= DSV3_ISA_AVX2;
     dsv3_sg_ukernel uk = simd ? dsv3_sg_ukernel_avx2 : ukernel_c;
 
     int nth = omp_in_parallel() ? 1 : omp_get_max_threads();

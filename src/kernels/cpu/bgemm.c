@@ -1,0 +1,131 @@
+// BF16 GEMM driver (bgemm.h): the scalar reference, and the blocked, threaded loop nest over the
+// AVX-512 / AMX kernels of bgemm_avx512.c and bgemm_amx.c.
+//
+// Loop nest: op(A) is packed once (all threads, by 32-row groups) into bf16 rows [Mp][Kp]. For each
+// NC-column block of op(B) the threads pack its 16-column VNNI panels (shared), then take tasks of
+// (MC rows x a 32-column-aligned slice of the block): for every KC slice of K the kernel
+// accumulates the task's C block in a per-thread fp32 scratch (A block in L2, one 32-column B strip
+// in L1), and the scratch is merged into C with alpha and beta once. Buffers are grow-only and
+// thread-local (the A and B packs are shared and owned by the calling thread): no allocation in
+// steady state.
+#include "kernels/cpu/bgemm.h"
+#include "numerics/bf16.h"
+#include "core/error.h"
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MC DSV3_BG_MC
+#define NC DSV3_BG_NC
+#define KC DSV3_BG_KC
+
+void dsv3_bgemm_ref(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float s = 0.0f;
+            for (int k = 0; k < K; k++) {
+                float a = transA ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                float b = transB ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                s += dsv3_bf16_to_f32(dsv3_f32_to_bf16(a)) * dsv3_bf16_to_f32(dsv3_f32_to_bf16(b));
+            }
+            float *c = C + (size_t)i * ldc + j;
+            *c = beta != 0.0f ? alpha * s + beta * *c : alpha * s;
+        }
+}
+
+typedef struct { void *p; size_t cap; } tl_buf;
+static _Thread_local tl_buf tl_apack, tl_bpack, tl_scratch, tl_tmp;
+
+static void *tl_get(tl_buf *b, size_t bytes) {
+    if (b->cap < bytes) {
+        free(b->p);
+        b->p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (!b->p) dsv3_panic(__FILE__, __LINE__, "bgemm: out of memory for a %zu-byte buffer", bytes);
+        b->cap = bytes;
+    }
+    return b->p;
+}
+
+// The common driver: A fp32 (a), B fp32 (b) or a weight matrix (w).
+static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_mat *w, int M, int N, int K,
+                      float alpha, float beta, float *C, long ldc) {
+    int amx = dsv3_matmul_get_isa() >= DSV3_ISA_AMX;
+    int Kp = (K + 31) & ~31, Mp = (M + 31) & ~31;
+    uint16_t *apack = tl_get(&tl_apack, (size_t)Mp * Kp * 2);
+    int ncb = N < NC ? (N + 31) & ~31 : NC;
+    uint16_t *bpack = tl_get(&tl_bpack, (size_t)Kp * ncb * 2);
+    double flops = 2.0 * M * N * K;
+    int nth = omp_in_parallel() || flops < 4.0e6 ? 1 : omp_get_max_threads();
+    int n_mb = (M + MC - 1) / MC;
+
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        float *S = tl_get(&tl_scratch, (size_t)MC * NC * sizeof(float));
+        float *tmp = tl_get(&tl_tmp, 16 * 32 * sizeof(float));
+        int nt_threads = omp_get_num_threads();
+#pragma omp for schedule(static)
+        for (int g = 0; g < Mp / 32; g++) dsv3_bg_pack_a_avx512(a, M, K, Kp, 32 * g, 32 * g + 32, apack);
+        for (int nb0 = 0; nb0 < N; nb0 += NC) {
+            int nb = N - nb0 < NC ? N - nb0 : NC, npan = (nb + 15) / 16, nt32 = (nb + 31) / 32;
+#pragma omp for schedule(static)
+            for (int p = 0; p < 2 * nt32; p++)
+                dsv3_bg_pack_b_avx512(b, w, N, K, Kp, nb0 + 16 * p, bpack + (size_t)p * Kp * 16, tmp);
+            (void)npan;
+            // Column slices of the block: split it when there are too few row blocks for the threads.
+            int nsl = 1;
+            while (n_mb * nsl < 2 * nt_threads && nsl * 2 <= nt32) nsl *= 2;
+#pragma omp for schedule(dynamic, 1)
+            for (int t = 0; t < n_mb * nsl; t++) {
+                int mb = t / nsl, sl = t % nsl;
+                int m0 = mb * MC, rows = M - m0 < MC ? M - m0 : MC, mt = (rows + 31) / 32;
+                int j0 = nt32 * sl / nsl, j1 = nt32 * (sl + 1) / nsl, nt = j1 - j0;
+                if (nt == 0) continue;
+                const uint16_t *bp = bpack + (size_t)(2 * j0) * Kp * 16;
+                int c0 = nb0 + 32 * j0, cols = nb - 32 * j0 < nt * 32 ? nb - 32 * j0 : nt * 32;
+                // Whole tiles with alpha = 1 and beta in {0, 1} accumulate in C itself (no scratch
+                // round trip, no merge): the common fprop (beta 0) and gradient-accumulate (beta 1).
+                int direct = alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && rows == mt * 32 && cols == nt * 32;
+                float *acc = direct ? C + (size_t)m0 * ldc + c0 : S;
+                long lds = direct ? ldc : (long)nt * 32;
+                for (int k0 = 0; k0 < Kp; k0 += KC) {
+                    int kc = Kp - k0 < KC ? Kp - k0 : KC;
+                    const uint16_t *ap = apack + (size_t)m0 * Kp + k0;
+                    const uint16_t *bk = bp + (size_t)(k0 / 2) * 32;
+                    int first = k0 == 0 && !(direct && beta == 1.0f);
+                    if (amx) dsv3_bg_block_amx(ap, Kp, mt, bk, (long)Kp * 16, nt, kc, acc, lds, first);
+                    else dsv3_bg_block_avx512(ap, Kp, mt, bk, (long)Kp * 16, nt, kc, acc, lds, first);
+                }
+                if (direct) continue;
+                dsv3_bg_merge_avx512(C + (size_t)m0 * ldc + c0, ldc, S, lds, rows, cols, alpha, beta);
+            }
+        }
+    }
+}
+
+void dsv3_bgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (dsv3_matmul_get_isa() < DSV3_ISA_AVX512) {
+        dsv3_bgemm_ref(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    if (K <= 0 || alpha == 0.0f) {
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float *c = C + (size_t)i * ldc + j;
+                *c = beta != 0.0f ? beta * *c : 0.0f;
+            }
+        return;
+    }
+    dsv3_bg_fsrc a = {transA, A, lda}, b = {transB, B, ldb};
+    bgemm_run(&a, &b, NULL, M, N, K, alpha, beta, C, ldc);
+}
+
+void dsv3_bgemm_mat(float *y, const float *x, const dsv3_mat *w, int M) {
+    DSV3_ASSERT(dsv3_matmul_get_isa() >= DSV3_ISA_AVX512);
+    if (M <= 0 || w->rows <= 0) return;
+    if (w->cols <= 0) { memset(y, 0, sizeof(float) * (size_t)M * w->rows); return; }
+    dsv3_bg_fsrc a = {0, x, w->cols};
+    bgemm_run(&a, NULL, w, M, w->rows, w->cols, 1.0f, 0.0f, y, w->rows);
+}

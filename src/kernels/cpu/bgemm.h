@@ -1,0 +1,61 @@
+// BF16 GEMM: C = alpha · bf16(op(A)) · bf16(op(B)) + beta · C with fp32 accumulation. The inputs
+// are rounded to bf16 (round to nearest even, as dsv3_f32_to_bf16 and torch's .to(bfloat16)); the
+// products are exact in fp32 and are summed in fp32. This is the GEMM of bf16 training (BF16 GEMM
+// inputs, FP32 accumulation) and of dsv3_matmul with BF16/FP8 weights on CPUs with AVX512_BF16.
+//
+// Paths (dsv3_matmul_get_isa()):
+//   amx     32 x 32 tiles of C on AMX (TDPBF16PS: four accumulator tiles, two A and two B tiles).
+//   avx512  8 x 32 register tiles with vdpbf16ps (16 zmm accumulators).
+//   below   dsv3_bgemm_ref (the scalar reference; portable, slow): callers that want speed on
+//           such CPUs keep their fp32 kernels.
+// Both hardware paths treat bf16 subnormal inputs as zero and flush subnormal results (the
+// instructions' fixed DAZ/FTZ behaviour); the reference keeps subnormals. Accumulation order
+// differs between paths: agreement is to fp32 rounding of a K-long sum, not bit-exact.
+//
+// Layout (both paths): op(A) is converted to bf16 rows [Mp][Kp] (Mp = M rounded up to 32, Kp = K
+// rounded up to 32, zero padded), op(B) to "VNNI" panels of 16 columns, [Kp/2][16][2] bf16 (the two
+// K-consecutive values of a column share a 32-bit lane), NC = 256 columns at a time, shared by the
+// threads. C is accumulated in a per-thread fp32 scratch block (MC x NC) over KC-deep slices and
+// merged into C (alpha, beta) once.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include "kernels/cpu/matmul.h"
+
+// Scalar reference: C[M, N] = alpha · Σ_k bf16(opA[m, k]) · bf16(opB[k, n]) + beta · C, fp32 sums
+// in k order (beta = 0: C not read). Semantics of trans/ld as dsv3_backend.gemm (kernels/backend.h).
+void dsv3_bgemm_ref(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc);
+
+// The fast path (threads, AVX-512 BF16 or AMX); falls back to dsv3_bgemm_ref below the avx512 level.
+void dsv3_bgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc);
+
+// y[M, w->rows] = bf16(x[M, w->cols]) · bf16(W)ᵀ for a weight of any dsv3_mat dtype (FP8: the value
+// fp8 · scale rounded to bf16). Needs the avx512 level (the caller checks).
+void dsv3_bgemm_mat(float *y, const float *x, const dsv3_mat *w, int M);
+
+// ---- internal: kernels shared by bgemm.c, bgemm_avx512.c and bgemm_amx.c ----------------------
+#define DSV3_BG_MC 128  // rows of the A block per task (MC x KC bf16 = 128 KiB: L2)
+#define DSV3_BG_NC 256  // columns of a packed B block (Kp x NC bf16, shared)
+#define DSV3_BG_KC 512  // depth of one pass over the scratch block (a 32-column B strip: 32 KiB, L1)
+
+// A source: fp32 op(A) (transA, lda).
+typedef struct { int trans; const float *p; long ld; } dsv3_bg_fsrc;
+
+// Rows [m0, m1) of op(A) (m1 ≤ Mp; rows ≥ M are zero) into apack rows m0.. of [Mp][Kp].
+void dsv3_bg_pack_a_avx512(const dsv3_bg_fsrc *a, int M, int K, int Kp, int m0, int m1, uint16_t *apack);
+// One 16-column panel of op(B): columns [n0, n0 + 16) (those ≥ N zero), all Kp rows, into panel
+// [Kp/2][16] dwords. B is either fp32 (b != NULL) or a weight matrix (w: op(B)[k, n] = W[n, k]).
+// tmp: 16 x 32 floats of scratch.
+void dsv3_bg_pack_b_avx512(const dsv3_bg_fsrc *b, const dsv3_mat *w, int N, int K, int Kp, int n0,
+                           uint16_t *panel, float *tmp);
+// S[mt·32, nt·32] (row stride lds) (+)= A rows (apack, row stride lda elements; mt·32 rows) ·
+// panels (2·nt panels, panel stride pstride elements, starting at K pair kp0) over kc (multiple of
+// 32) K values. first: S is overwritten, else accumulated.
+void dsv3_bg_block_avx512(const uint16_t *a, long lda, int mt, const uint16_t *b, long pstride, int nt, int kc,
+                          float *S, long lds, int first);
+void dsv3_bg_block_amx(const uint16_t *a, long lda, int mt, const uint16_t *b, long pstride, int nt, int kc,
+                       float *S, long lds, int first);
+// C[i, j] = alpha · S[i, j] + beta · C[i, j] for i < rows, j < cols (beta = 0: C not read).
+void dsv3_bg_merge_avx512(float *C, long ldc, const float *S, long lds, int rows, int cols, float alpha, float beta);

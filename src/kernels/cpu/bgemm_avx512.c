@@ -1,0 +1,173 @@
+// AVX-512 parts of the BF16 GEMM (bgemm.h): fp32 -> bf16 packing of both operands, the vdpbf16ps
+// block kernel, and the merge of the fp32 scratch into C. Call only at the avx512 level or above.
+//
+// vdpbf16ps acc, a, b: for each of the 16 fp32 lanes, acc += a.lo·b.lo + a.hi·b.hi over the lane's
+// two bf16 halves. A lane of a B panel row holds (op(B)[2p, n], op(B)[2p+1, n]) and a is one A row's
+// pair (A[m, 2p], A[m, 2p+1]) broadcast, so each instruction adds two K steps of 16 columns of one
+// row. The kernel keeps 8 rows x 32 columns in 16 accumulators: with two issue ports and a latency
+// of about 5 cycles, 10 or more independent chains keep the unit busy.
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma,f16c")
+#include "kernels/cpu/bgemm.h"
+#include "kernels/cpu/matmul_kernels.h"
+#include "numerics/bf16.h"
+#include <immintrin.h>
+#include <string.h>
+
+#define AI static inline __attribute__((always_inline))
+
+// 16 fp32 -> 16 bf16 bit patterns, round to nearest even, NaN kept quiet: bit-exact with
+// dsv3_f32_to_bf16 (the hardware vcvtneps2bf16 flushes subnormals, so it is not used).
+AI __m256i f32_to_bf16_16(__m512 x) {
+    __m512i u = _mm512_castps_si512(x);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+AI __mmask16 mask16(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
+// 32 consecutive fp32 (the first n valid, rest zero) -> 32 bf16 = 16 dwords of K pairs.
+AI __m512i pairs32(const float *p, int n) {
+    __m512 lo = _mm512_maskz_loadu_ps(mask16(n), p), hi = _mm512_maskz_loadu_ps(mask16(n - 16), p + 16);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(f32_to_bf16_16(lo)), f32_to_bf16_16(hi), 1);
+}
+
+// 16 x 16 transpose of dwords: r[i] lane j -> r[j] lane i.
+AI void transpose16(__m512i r[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    // r[4q + s] now holds, in 128-bit lane L, elements (rows 4q..4q+3) x column 4L + s' with
+    // s' = (0, 1, 2, 3) for s = (0, 1, 2, 3): combine lanes across the four groups q.
+    for (int s = 0; s < 4; s++) {
+        __m512i a0 = _mm512_shuffle_i32x4(r[s], r[4 + s], 0x88), a1 = _mm512_shuffle_i32x4(r[s], r[4 + s], 0xdd);
+        __m512i b0 = _mm512_shuffle_i32x4(r[8 + s], r[12 + s], 0x88), b1 = _mm512_shuffle_i32x4(r[8 + s], r[12 + s], 0xdd);
+        t[s] = _mm512_shuffle_i32x4(a0, b0, 0x88);      // column s
+        t[8 + s] = _mm512_shuffle_i32x4(a0, b0, 0xdd);  // column 8 + s
+        t[4 + s] = _mm512_shuffle_i32x4(a1, b1, 0x88);  // column 4 + s
+        t[12 + s] = _mm512_shuffle_i32x4(a1, b1, 0xdd); // column 12 + s
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+// op(A) rows [m0, m1) from A stored (K, M): 16 x 16 blocks of A (16 K rows x 16 M columns) are
+// transposed so that each register holds 16 K values of one output row.
+static void pack_a_t(const dsv3_bg_fsrc *a, int M, int K, int m0, int m1, int Kp, uint16_t *apack) {
+    for (int mb = m0; mb < m1; mb += 16) {
+        int mn = m1 - mb < 16 ? m1 - mb : 16;
+        __mmask16 mm = mask16(mn);
+        for (int kb = 0; kb < K; kb += 16) {
+            int kn = K - kb < 16 ? K - kb : 16;
+            __m512i r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < kn ? _mm512_castps_si512(_mm512_maskz_loadu_ps(mm, a->p + (size_t)(kb + i) * a->ld + mb))
+                              : _mm512_setzero_si512();
+            transpose16(r);
+            __mmask16 km = mask16(kn);
+            for (int j = 0; j < mn; j++)
+                _mm256_mask_storeu_epi16(apack + (size_t)(mb + j) * Kp + kb, km, f32_to_bf16_16(_mm512_castsi512_ps(r[j])));
+        }
+    }
+}
+
+void dsv3_bg_pack_a_avx512(const dsv3_bg_fsrc *a, int M, int K, int Kp, int m0, int m1, uint16_t *apack) {
+    for (int m = m0; m < m1; m++) {
+        uint16_t *d = apack + (size_t)m * Kp;
+        if (m >= M) { memset(d, 0, (size_t)Kp * 2); continue; }
+        if (!a->trans) {
+            const float *s = a->p + (size_t)m * a->ld;
+            for (int k = 0; k < Kp; k += 32) _mm512_storeu_si512(d + k, pairs32(s + k, K - k));
+        } else { // op(A)[m, k] = A[k, m]: the wgrad form's dYᵀ, packed by 16 x 16 transposes below
+            memset(d, 0, (size_t)Kp * 2);
+        }
+    }
+    if (a->trans) pack_a_t(a, M, K, m0, m1 < M ? m1 : M, Kp, apack);
+}
+
+void dsv3_bg_pack_b_avx512(const dsv3_bg_fsrc *b, const dsv3_mat *w, int N, int K, int Kp, int n0,
+                           uint16_t *panel, float *tmp) {
+    int nn = N - n0 < 16 ? N - n0 : 16; // valid columns
+    uint32_t *out = (uint32_t *)panel;  // [Kp/2][16]
+    if (nn <= 0) { memset(panel, 0, (size_t)Kp * 32); return; }
+    if (b && !b->trans) { // B stored (K, N): rows 2p and 2p + 1 interleaved by 16-bit halves
+        __mmask16 m = mask16(nn);
+        for (int p = 0; p < Kp / 2; p++) {
+            int k = 2 * p;
+            __m512 r0 = k < K ? _mm512_maskz_loadu_ps(m, b->p + (size_t)k * b->ld + n0) : _mm512_setzero_ps();
+            __m512 r1 = k + 1 < K ? _mm512_maskz_loadu_ps(m, b->p + (size_t)(k + 1) * b->ld + n0) : _mm512_setzero_ps();
+            __m512i lo = _mm512_cvtepu16_epi32(f32_to_bf16_16(r0)), hi = _mm512_cvtepu16_epi32(f32_to_bf16_16(r1));
+            _mm512_storeu_si512(out + (size_t)p * 16, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+        return;
+    }
+    // Column n of op(B) is a contiguous row (fp32 B stored (N, K), or row n of the weight): convert
+    // 32 K values of each of the 16 rows to 16 pair-dwords, then transpose 16 x 16.
+    for (int k0 = 0; k0 < Kp; k0 += 32) {
+        int kn = K - k0 < 32 ? K - k0 : 32;
+        const float *rows;
+        long ld;
+        if (b) { rows = b->p + (size_t)n0 * b->ld + k0; ld = b->ld; }
+        else {
+            if (kn > 0) dsv3_mat_block_f32_avx2(w, n0, nn, k0, kn, tmp, 32);
+            rows = tmp; ld = 32;
+        }
+        __m512i r[16];
+        for (int i = 0; i < 16; i++) r[i] = i < nn && kn > 0 ? pairs32(rows + (size_t)i * ld, kn) : _mm512_setzero_si512();
+        transpose16(r);
+        for (int j = 0; j < 16; j++) _mm512_storeu_si512(out + (size_t)(k0 / 2 + j) * 16, r[j]);
+    }
+}
+
+// 8 rows x 32 columns, kc K values. Rows come from a (row stride lda); panel pair b0, b1.
+#define DECL(i) __m512 c##i##0, c##i##1;
+#define INIT(i) if (first) { c##i##0 = _mm512_setzero_ps(); c##i##1 = _mm512_setzero_ps(); } \
+                else { c##i##0 = _mm512_loadu_ps(S + (size_t)(i) * lds); c##i##1 = _mm512_loadu_ps(S + (size_t)(i) * lds + 16); }
+#define STEP(i) { __m512bh av = (__m512bh)_mm512_set1_epi32(*(const int32_t *)(a + (size_t)(i) * lda + 2 * p)); \
+                  c##i##0 = _mm512_dpbf16_ps(c##i##0, av, (__m512bh)b0); c##i##1 = _mm512_dpbf16_ps(c##i##1, av, (__m512bh)b1); }
+#define SAVE(i) _mm512_storeu_ps(S + (size_t)(i) * lds, c##i##0); _mm512_storeu_ps(S + (size_t)(i) * lds + 16, c##i##1);
+
+static void tile8x32(const uint16_t *a, long lda, const uint16_t *pb0, const uint16_t *pb1, int kc, float *S, long lds,
+                     int first) {
+    DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5) DECL(6) DECL(7)
+    INIT(0) INIT(1) INIT(2) INIT(3) INIT(4) INIT(5) INIT(6) INIT(7)
+    const uint32_t *q0 = (const uint32_t *)pb0, *q1 = (const uint32_t *)pb1;
+#pragma GCC unroll 2
+    for (int p = 0; p < kc / 2; p++) {
+        __m512i b0 = _mm512_loadu_si512(q0 + (size_t)p * 16), b1 = _mm512_loadu_si512(q1 + (size_t)p * 16);
+        STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7)
+    }
+    SAVE(0) SAVE(1) SAVE(2) SAVE(3) SAVE(4) SAVE(5) SAVE(6) SAVE(7)
+}
+
+void dsv3_bg_block_avx512(const uint16_t *a, long lda, int mt, const uint16_t *b, long pstride, int nt, int kc,
+                          float *S, long lds, int first) {
+    for (int j = 0; j < nt; j++) {
+        const uint16_t *p0 = b + (size_t)(2 * j) * pstride, *p1 = p0 + pstride;
+        for (int r = 0; r < 4 * mt; r++)
+            tile8x32(a + (size_t)r * 8 * lda, lda, p0, p1, kc, S + (size_t)r * 8 * lds + 32 * j, lds, first);
+    }
+}
+
+void dsv3_bg_merge_avx512(float *C, long ldc, const float *S, long lds, int rows, int cols, float alpha, float beta) {
+    __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int i = 0; i < rows; i++) {
+        float *c = C + (size_t)i * ldc;
+        const float *s = S + (size_t)i * lds;
+        for (int j = 0; j < cols; j += 16) {
+            __mmask16 m = mask16(cols - j);
+            __m512 v = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, s + j));
+            if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c + j), v);
+            _mm512_mask_storeu_ps(c + j, m, v);
+        }
+    }
+}
