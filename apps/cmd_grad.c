@@ -19,7 +19,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: dsv3 grad --model DIR --rows ROWS.npy --out GRADS.safetensors\n"
-            "                 [--mtp-weight L] [--seq-aux A] [--attn naive|absorb] [--json] [--threads N]\n"
+            "                 [--mtp-weight L] [--seq-aux A] [--attn naive|absorb] [--precision fp32|bf16] [--json] [--threads N]\n"
             "\n"
             "Computes the training loss of DeepSeek-V3 (docs/TRAINING.md) on B rows of T+1 token ids and the\n"
             "fp32 gradient of every trainable tensor, and writes them as safetensors, one F32 tensor per\n"
@@ -32,6 +32,7 @@ static void usage(FILE *f) {
             "  --mtp-weight L    MTP loss weight lambda (default 0.3 with MTP layers, else 0)\n"
             "  --seq-aux A       sequence-wise balance loss weight alpha (default 1e-4)\n"
             "  --attn MODE       naive (decompressed K/V, default) or absorb (latent form); same gradients\n"
+            "  --precision P     fp32 (default) or bf16: GEMM inputs rounded to bf16, fp32 accumulation\n"
             "  --json            print {\"loss\", \"main\", \"mtp\", \"balance\", \"tokens\"} on stdout\n"
             "  --threads N       OpenMP threads (default: all cores)\n"
             "\n"
@@ -66,6 +67,7 @@ static int read_rows(const char *path, int V, int32_t **rows, int *B, int *T1) {
 
 int cmd_grad(int argc, char **argv) {
     const char *model_dir = NULL, *rows_path = NULL, *out = NULL, *attn_s = "naive";
+    int bf16 = 0;
     float mtp_w = -1.0f, seq_aux = 1e-4f;
     int json = 0, threads = 0;
     for (int i = 1; i < argc; i++) {
@@ -78,6 +80,12 @@ int cmd_grad(int argc, char **argv) {
         else if (!strcmp(a, "--rows")) rows_path = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--attn")) attn_s = v;
+        else if (!strcmp(a, "--precision")) {
+            if (!strcmp(v, "fp32")) bf16 = 0;
+            else if (!strcmp(v, "bf16")) bf16 = 1;
+            else if (!strcmp(v, "fp8")) return cli_usage_error("grad", "--precision fp8: FP8 training is not built yet (use fp32 or bf16)");
+            else return cli_usage_error("grad", "--precision: '%s' is not fp32, bf16 or fp8", v);
+        }
         else if (!strcmp(a, "--mtp-weight")) { if (parse_float(a, v, &mtp_w)) return 2; }
         else if (!strcmp(a, "--seq-aux")) { if (parse_float(a, v, &seq_aux)) return 2; }
         else if (!strcmp(a, "--threads")) {
@@ -108,7 +116,7 @@ int cmd_grad(int argc, char **argv) {
         rc = cli_bad_input();
         goto done;
     }
-    tr = dsv3_train_new(&tm, B, T1 - 1, dsv3_backend_cpu(), MAX_TRAIN_BYTES);
+    tr = dsv3_train_new(&tm, B, T1 - 1, bf16 ? dsv3_backend_cpu_bf16() : dsv3_backend_cpu(), MAX_TRAIN_BYTES);
     if (!tr) { rc = cli_bad_input(); goto done; }
     if (mtp_w < 0.0f) mtp_w = tm.tab.n_mtp > 0 ? 0.3f : 0.0f;
     dsv3_train_opts o = {.mtp_weight = mtp_w, .seq_aux = seq_aux, .attn = mode};

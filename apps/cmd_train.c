@@ -47,6 +47,9 @@ static void usage(FILE *f) {
             "  --seq-aux A          sequence-wise balance loss weight (default 1e-4)\n"
             "  --bias-speed G       fixed gamma (default: 1e-3 -> 0 at 96.62%% of tokens; 0 disables balancing)\n"
             "  --attn naive|absorb  attention form (same function; default naive)\n"
+            "  --precision fp32|bf16  GEMM precision (default fp32). bf16: every GEMM takes bf16-rounded\n"
+            "                       inputs with fp32 accumulation (AMX / AVX512_BF16 where present); fp32\n"
+            "                       masters, gradients, norms, attention core and losses. fp8 is not built yet.\n"
             "output:\n"
             "  --out DIR            run folder: the final HF checkpoint, metrics.jsonl, checkpoints/\n"
             "  --save-dtype D       f32, bf16 or fp8 (E4M3 + 128x128 weight_scale_inv, as DeepSeek releases);\n"
@@ -121,6 +124,12 @@ int cmd_train_model(int argc, char **argv) {
         else if (!strcmp(a, "--mtp-weight")) { NUM(0, 1e3); c.mtp_weight = x; }
         else if (!strcmp(a, "--seq-aux")) { NUM(0, 1e3); c.seq_aux = x; }
         else if (!strcmp(a, "--bias-speed")) { NUM(0, 1); c.bias_speed = x; }
+        else if (!strcmp(a, "--precision")) {
+            if (!strcmp(v, "fp32")) c.precision = 0;
+            else if (!strcmp(v, "bf16")) c.precision = 1;
+            else if (!strcmp(v, "fp8")) return cli_usage_error("train", "--precision fp8: FP8 training is not built yet (use fp32 or bf16)");
+            else return cli_usage_error("train", "--precision: '%s' is not fp32, bf16 or fp8", v);
+        }
         else if (!strcmp(a, "--attn")) {
             if (!strcmp(v, "naive")) c.attn = DSV3_ATTN_NAIVE;
             else if (!strcmp(v, "absorb")) c.attn = DSV3_ATTN_ABSORB;

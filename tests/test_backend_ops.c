@@ -751,6 +751,17 @@ static void bgemm_paths(const dsv3_backend *ref) {
         cmp_gemm(&bref, &bfast, 1, 1, 64, 512, 520, 0.5f, 0.25f, 2);
         cmp_inside_parallel(&bfast);
     }
+    // Below the avx512 level: rounded copies through the fp32 SGEMM (and its scalar twin).
+    static const dsv3_isa low[] = {DSV3_ISA_AVX2, DSV3_ISA_SCALAR};
+    static const char *low_names[] = {"bgemm-fallback-avx2", "bgemm-fallback-scalar"};
+    for (int l = 0; l < 2; l++) {
+        if (dsv3_matmul_set_isa(low[l]) != 0) { printf("SKIP backend_ops: %s (%s)\n", low_names[l], dsv3_error()); continue; }
+        bfast = *ref; bfast.name = low_names[l]; bfast.gemm = dsv3_bgemm;
+        cmp_gemm(&bref, &bfast, 0, 1, 140, 300, 200, 1.0f, 0.0f, 0);
+        cmp_gemm(&bref, &bfast, 0, 0, 40, 100, 300, 1.0f, 1.0f, 1);
+        cmp_gemm(&bref, &bfast, 1, 0, 30, 70, 100, -0.5f, 0.5f, 0);
+        cmp_gemm(&bref, &bfast, 1, 1, 13, 17, 19, 2.0f, 0.0f, 3);
+    }
     dsv3_matmul_set_isa(restore);
 }
 

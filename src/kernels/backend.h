@@ -68,3 +68,6 @@ typedef struct dsv3_backend {
 
 const dsv3_backend *dsv3_backend_ref(void);
 const dsv3_backend *dsv3_backend_cpu(void);
+// dsv3_backend_cpu() with bf16-input GEMMs (inputs rounded to bf16, fp32 accumulation: AMX /
+// AVX512_BF16 where the CPU has them, kernels/cpu/bgemm.h): the bf16 training precision.
+const dsv3_backend *dsv3_backend_cpu_bf16(void);

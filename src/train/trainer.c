@@ -182,7 +182,8 @@ static char *state_json(const dsv3_train_cfg *c, const progress *pr, const data_
         {"lr", c->lr}, {"warmup", (double)c->warmup}, {"schedule", c->schedule}, {"batch_ramp", c->batch_ramp},
         {"shuffle", c->shuffle}, {"clip", c->clip}, {"mtp_weight", c->mtp_weight}, {"seq_aux", c->seq_aux},
         {"bias_speed", c->bias_speed}, {"beta1", c->adam.beta1}, {"beta2", c->adam.beta2}, {"eps", c->adam.eps},
-        {"weight_decay", c->adam.weight_decay}, {"attn", c->attn}, {"save_dtype", c->save_dtype}};
+        {"weight_decay", c->adam.weight_decay}, {"attn", c->attn}, {"save_dtype", c->save_dtype},
+        {"precision", c->precision}};
     for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) cJSON_AddNumberToObject(r, kv[i].k, kv[i].v);
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
@@ -503,12 +504,13 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
         cfg.clip = RV("clip"); cfg.mtp_weight = RV("mtp_weight"); cfg.seq_aux = RV("seq_aux"); cfg.bias_speed = RV("bias_speed");
         cfg.adam.beta1 = RV("beta1"); cfg.adam.beta2 = RV("beta2"); cfg.adam.eps = RV("eps"); cfg.adam.weight_decay = RV("weight_decay");
         cfg.attn = (dsv3_attn_mode)(int)RV("attn");
+        cfg.precision = isnan(RV("precision")) ? 0 : (int)RV("precision"); // states written before --precision: fp32
         if (!cfg.save_dtype_set) { cfg.save_dtype = (dsv3_save_dtype)(int)RV("save_dtype"); cfg.save_dtype_set = 1; }
 #undef RV
         if (!(cfg.lr > 0) || !(cfg.clip > 0) || !(cfg.warmup >= 0) || !(cfg.schedule >= 0 && cfg.schedule <= 2) || !(cfg.adam.beta1 >= 0 && cfg.adam.beta1 < 1) ||
             !(cfg.adam.beta2 >= 0 && cfg.adam.beta2 < 1) || !(cfg.adam.eps >= 0) || !(cfg.adam.weight_decay >= 0) || isnan(cfg.mtp_weight) ||
             !(cfg.seq_aux >= 0) || isnan(cfg.bias_speed) || !(cfg.attn == DSV3_ATTN_NAIVE || cfg.attn == DSV3_ATTN_ABSORB) ||
-            !(cfg.save_dtype >= DSV3_SAVE_F32 && cfg.save_dtype <= DSV3_SAVE_FP8))
+            !(cfg.save_dtype >= DSV3_SAVE_F32 && cfg.save_dtype <= DSV3_SAVE_FP8) || !(cfg.precision == 0 || cfg.precision == 1))
             BAD("%s/trainer_state.bin: the recipe in its header is malformed", cfg.resume_dir);
         const cJSON *sd = cJSON_GetObjectItemCaseSensitive(st, "seed");
         if (cJSON_IsString(sd)) { cfg.seed = strtoull(sd->valuestring, NULL, 16); d.seed = cfg.seed; }
@@ -540,7 +542,7 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
     }
     if (!!opt.mb != !!cfg.adam.bf16_moments && cfg.resume_dir) cfg.adam.bf16_moments = !!opt.mb;
 
-    tr = dsv3_train_new(&tm, micro, d.T, dsv3_backend_cpu(), MAX_TRAIN_BYTES);
+    tr = dsv3_train_new(&tm, micro, d.T, cfg.precision ? dsv3_backend_cpu_bf16() : dsv3_backend_cpu(), MAX_TRAIN_BYTES);
     if (!tr) BADE();
 
     // output folder: one writer at a time

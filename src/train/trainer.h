@@ -36,6 +36,7 @@ typedef struct {
     int keep_checkpoints;
     int max_bad_steps;
     dsv3_attn_mode attn;
+    int precision;             // 0 fp32 GEMMs, 1 bf16 GEMM inputs with fp32 accumulation (dsv3_backend_cpu_bf16)
     int quiet;
     long stop_at;              // > 0: end this invocation after that optimizer step (saving), budget unspent
 } dsv3_train_cfg;

@@ -3,6 +3,7 @@
 // back to portable C when dsv3_matmul_get_isa() is not AVX2 (no AVX2/FMA, or DSV3_NO_SIMD=1).
 #include "kernels/backend.h"
 #include "kernels/cpu/sgemm.h"
+#include "kernels/cpu/bgemm.h"
 #include "kernels/cpu/attention_cpu.h"
 #include "kernels/cpu/ops_train_cpu.h"
 
@@ -26,4 +27,19 @@ const dsv3_backend *dsv3_backend_cpu(void) {
         __atomic_store_n(&init, 1, __ATOMIC_RELEASE);
     }
     return &g_cpu;
+}
+
+// The bf16 training backend: the cpu backend with every GEMM bf16 × bf16 → fp32 (dsv3_bgemm), the
+// `--precision bf16` recipe (masters, gradients, attention core, norms and losses stay fp32).
+const dsv3_backend *dsv3_backend_cpu_bf16(void) {
+    static dsv3_backend g_bf;
+    static int init;
+    if (!__atomic_load_n(&init, __ATOMIC_ACQUIRE)) {
+        dsv3_backend b = *dsv3_backend_cpu();
+        b.name = "cpu-bf16";
+        b.gemm = dsv3_bgemm;
+        g_bf = b;
+        __atomic_store_n(&init, 1, __ATOMIC_RELEASE);
+    }
+    return &g_bf;
 }

@@ -10,6 +10,7 @@
 // steady state.
 #include "kernels/cpu/bgemm.h"
 #include "numerics/bf16.h"
+#include "kernels/cpu/sgemm.h"
 #include "core/error.h"
 #include <omp.h>
 #include <stdlib.h>
@@ -106,8 +107,12 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
 void dsv3_bgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
-    if (dsv3_matmul_get_isa() < DSV3_ISA_AVX512) {
-        dsv3_bgemm_ref(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (dsv3_matmul_get_isa() < DSV3_ISA_AVX512) { // no bf16 arithmetic: round copies, fp32 SGEMM
+        size_t na = transA ? (size_t)K * lda : (size_t)M * lda, nb = transB ? (size_t)N * ldb : (size_t)K * ldb;
+        float *ra = tl_get(&tl_apack, na * sizeof(float)), *rb = tl_get(&tl_bpack, nb * sizeof(float));
+        for (size_t i = 0; i < na; i++) ra[i] = dsv3_bf16_to_f32(dsv3_f32_to_bf16(A[i]));
+        for (size_t i = 0; i < nb; i++) rb[i] = dsv3_bf16_to_f32(dsv3_f32_to_bf16(B[i]));
+        dsv3_sgemm(transA, transB, M, N, K, alpha, ra, lda, rb, ldb, beta, C, ldc);
         return;
     }
     if (K <= 0 || alpha == 0.0f) {

@@ -6,8 +6,8 @@
 // Paths (dsv3_matmul_get_isa()):
 //   amx     32 x 32 tiles of C on AMX (TDPBF16PS: four accumulator tiles, two A and two B tiles).
 //   avx512  8 x 32 register tiles with vdpbf16ps (16 zmm accumulators).
-//   below   dsv3_bgemm_ref (the scalar reference; portable, slow): callers that want speed on
-//           such CPUs keep their fp32 kernels.
+//   below   the inputs are rounded into bf16-valued fp32 copies and the fp32 SGEMM runs on them
+//           (same contract, fp32 speed).
 // Both hardware paths treat bf16 subnormal inputs as zero and flush subnormal results (the
 // instructions' fixed DAZ/FTZ behaviour); the reference keeps subnormals. Accumulation order
 // differs between paths: agreement is to fp32 rounding of a K-long sum, not bit-exact.
@@ -27,7 +27,7 @@
 void dsv3_bgemm_ref(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                     const float *B, int ldb, float beta, float *C, int ldc);
 
-// The fast path (threads, AVX-512 BF16 or AMX); falls back to dsv3_bgemm_ref below the avx512 level.
+// The fast path (threads, AVX-512 BF16 or AMX; below the avx512 level, rounded copies + SGEMM).
 void dsv3_bgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc);
 
