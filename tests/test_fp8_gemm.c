@@ -5,12 +5,16 @@
 //  * the limited-precision accumulator on hand-built inputs whose truncation is predictable exactly
 //    (alignment to the largest exponent, truncation toward zero, group size, promotion, scales);
 //  * limited modes with a wide accumulator agree with fp64 (checks the scale handling of both paths);
-//  * argument errors.
+//  * argument errors;
+//  * the fast path on the bf16 kernels (dsv3_fp8_bgemm: AMX and AVX512_BF16, when the CPU has them)
+//    within the same fp32 summation bound of the fp64 GEMM, with beta 0 and 1 and a padded ldc
+//    whose padding must stay untouched.
 #include "test.h"
 #include "numerics/bf16.h"
 #include "numerics/fp8_gemm.h"
 #include "numerics/quant.h"
 #include "core/error.h"
+#include "kernels/cpu/bgemm.h"
 #include <stdint.h>
 
 static uint64_t rs = 12345;
@@ -73,6 +77,38 @@ static void random_gemm_tests(int M, int N, int K, int bbn) {
             double bw = ((K / 4 + 2) * 33 * 0x1p-39 + gamma_n(nk + 3) * 4) * mag + 1e-30;
             for (int w = 0; w < 3; w++) violw += fabs(cw[w][m * N + n] - s) > bw;
         }
+    // the fast path at each level this CPU has: same bound (the group sum is the same K-long fp32 sum
+    // in another order); beta 1 adds to a prior C = 1 (one more rounding: bound + 1 ulp of the sum)
+    for (int lvl = DSV3_ISA_AVX512; lvl <= DSV3_ISA_AMX; lvl++) {
+        const char *name = lvl == DSV3_ISA_AMX ? "fp8-bgemm-amx" : "fp8-bgemm-avx512bf16";
+        if (dsv3_matmul_set_isa((dsv3_isa)lvl) != 0) { printf("SKIP fp8 gemm: %s path (%s)\n", name, dsv3_error()); continue; }
+        const int ldc = N + 5;
+        float *cf = malloc(sizeof(float) * M * ldc);
+        for (int pass = 0; pass < 2; pass++) {
+            for (int i = 0; i < M * ldc; i++) cf[i] = pass ? 1.0f : -7.0f; // -7: padding canary / garbage to overwrite
+            dsv3_fp8_bgemm(&g, cf, ldc, pass ? 1.0f : 0.0f);
+            size_t bad = 0, pad = 0;
+            for (int m = 0; m < M; m++) {
+                for (int n = 0; n < N; n++) {
+                    double s = pass, mag = 0;
+                    for (int k = 0; k < K; k++) {
+                        double x = (double)dsv3_e4m3_to_f32(qa[m * K + k]) * sa[m * nk + k / 128];
+                        double y = (double)dsv3_e4m3_to_f32(qb[n * K + k]) * sb[(n / (bbn == 128 ? 128 : 1)) * nk + k / 128];
+                        s += x * y;
+                        mag += fabs(x * y);
+                    }
+                    double bound = gamma_n(128 + nk + 2) * (mag + pass) * (1 + 1e-9) + 1e-30;
+                    bad += !(fabs(cf[m * ldc + n] - s) <= bound);
+                }
+                for (int n = N; n < ldc; n++) pad += cf[m * ldc + n] != (pass ? 1.0f : -7.0f);
+            }
+            CHECK(bad == 0, "%s beta %d (M %d N %d K %d bn %d): %zu outputs outside the fp32 summation bound", name, pass, M, N,
+                  K, bbn, bad);
+            CHECK(pad == 0, "%s wrote %zu values into the ldc padding", name, pad);
+        }
+        free(cf);
+    }
+    dsv3_matmul_set_isa(dsv3_cpu_max_isa());
     CHECK(viol == 0, "fp32 mode (M %d N %d K %d bn %d): %zu outputs exceed the fp32 summation bound (worst %.3f of it)", M, N, K, bbn, viol, worst);
     CHECK(violw == 0, "wide limited accumulators disagree with fp64 (%zu)", violw);
     for (int w = 0; w < 3; w++) free(cw[w]);
@@ -195,6 +231,8 @@ static void study_smoke(void) {
 int main(void) {
     random_gemm_tests(33, 130, 300, 128);
     random_gemm_tests(7, 9, 256, 1);
+    random_gemm_tests(300, 290, 700, 128); // several MC / NC blocks, a partial K group, odd tails
+    random_gemm_tests(130, 33, 129, 1);
     handmade_limited_tests();
     study_smoke();
     return test_report("test_fp8_gemm");

@@ -12,6 +12,7 @@
 #include "numerics/bf16.h"
 #include "kernels/cpu/sgemm.h"
 #include "core/error.h"
+#include "numerics/fp8.h"
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,9 +49,37 @@ static void *tl_get(tl_buf *b, size_t bytes) {
     return b->p;
 }
 
-// The common driver: A fp32 (a), B fp32 (b) or a weight matrix (w).
-static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_mat *w, int M, int N, int K,
-                      float alpha, float beta, float *C, long ldc) {
+// FP8 operands (dsv3_fp8_bgemm): rows [m0, m1) of the E4M3 codes A (M, K) into apack [Mp][Kp] bf16
+// (rows >= M and columns >= K zero); lut maps a code to its bf16 bits (exact).
+static void pack_a_codes(const dsv3_fp8_gemm_args *q, const uint16_t *lut, int Kp, int m0, int m1, uint16_t *apack) {
+    for (int m = m0; m < m1; m++) {
+        uint16_t *d = apack + (size_t)m * Kp;
+        if (m >= q->M) { memset(d, 0, sizeof(uint16_t) * Kp); continue; }
+        const uint8_t *a = q->a + (size_t)m * q->lda;
+        for (int k = 0; k < q->K; k++) d[k] = lut[a[k]];
+        for (int k = q->K; k < Kp; k++) d[k] = 0;
+    }
+}
+// One 16-column VNNI panel [Kp/2][16] dwords of op(B) = Bᵀ for the codes B (N, K): columns n0.. .
+static void pack_b_codes(const dsv3_fp8_gemm_args *q, const uint16_t *lut, int Kp, int n0, uint32_t *panel) {
+    for (int j = 0; j < 16; j++) {
+        int n = n0 + j;
+        if (n >= q->N) {
+            for (int p = 0; p < Kp / 2; p++) panel[(size_t)p * 16 + j] = 0;
+            continue;
+        }
+        const uint8_t *b = q->b + (size_t)n * q->ldb;
+        int p = 0;
+        for (; 2 * p + 1 < q->K; p++) panel[(size_t)p * 16 + j] = lut[b[2 * p]] | (uint32_t)lut[b[2 * p + 1]] << 16;
+        if (2 * p < q->K) { panel[(size_t)p * 16 + j] = lut[b[2 * p]]; p++; } // odd K: last pair half zero
+        for (; p < Kp / 2; p++) panel[(size_t)p * 16 + j] = 0;
+    }
+}
+
+// The common driver: A fp32 (a), B fp32 (b) or a weight matrix (w); or FP8 codes with scales (q,
+// lut): then K goes in 128-wide groups, each summed in the scratch and merged with its scales.
+static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_mat *w, const dsv3_fp8_gemm_args *q,
+                      const uint16_t *lut, int M, int N, int K, float alpha, float beta, float *C, long ldc) {
     int amx = dsv3_matmul_get_isa() >= DSV3_ISA_AMX;
     int Kp = (K + 31) & ~31, Mp = (M + 31) & ~31;
     uint16_t *apack = tl_get(&tl_apack, (size_t)Mp * Kp * 2);
@@ -63,15 +92,20 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
         float *S = tl_get(&tl_scratch, (size_t)MC * NC * sizeof(float));
-        float *tmp = tl_get(&tl_tmp, 16 * 32 * sizeof(float));
+        float *tmp = tl_get(&tl_tmp, (16 * 32 + MC + NC) * sizeof(float)); // pack scratch; row, column scales
         int nt_threads = omp_get_num_threads();
 #pragma omp for schedule(static)
-        for (int g = 0; g < Mp / 32; g++) dsv3_bg_pack_a_avx512(a, M, K, Kp, 32 * g, 32 * g + 32, apack);
+        for (int g = 0; g < Mp / 32; g++) {
+            if (q) pack_a_codes(q, lut, Kp, 32 * g, 32 * g + 32, apack);
+            else dsv3_bg_pack_a_avx512(a, M, K, Kp, 32 * g, 32 * g + 32, apack);
+        }
         for (int nb0 = 0; nb0 < N; nb0 += NC) {
             int nb = N - nb0 < NC ? N - nb0 : NC, npan = (nb + 15) / 16, nt32 = (nb + 31) / 32;
 #pragma omp for schedule(static)
-            for (int p = 0; p < 2 * nt32; p++)
-                dsv3_bg_pack_b_avx512(b, w, N, K, Kp, nb0 + 16 * p, bpack + (size_t)p * Kp * 16, tmp);
+            for (int p = 0; p < 2 * nt32; p++) {
+                if (q) pack_b_codes(q, lut, Kp, nb0 + 16 * p, (uint32_t *)(bpack + (size_t)p * Kp * 16));
+                else dsv3_bg_pack_b_avx512(b, w, N, K, Kp, nb0 + 16 * p, bpack + (size_t)p * Kp * 16, tmp);
+            }
             (void)npan;
             // Column slices of the block: split it when there are too few row blocks for the threads.
             int nsl = 1;
@@ -86,6 +120,22 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
                 int c0 = nb0 + 32 * j0, cols = nb - 32 * j0 < nt * 32 ? nb - 32 * j0 : nt * 32;
                 // Whole tiles with alpha = 1 and beta in {0, 1} accumulate in C itself (no scratch
                 // round trip, no merge): the common fprop (beta 0) and gradient-accumulate (beta 1).
+                if (q) { // FP8: one 128-wide K group at a time through the scratch, merged with its scales
+                    const int nk = (K + 127) / 128;
+                    float *ra = tmp + 16 * 32, *cb = ra + MC;
+                    for (int kb = 0; kb < nk; kb++) {
+                        int k0 = 128 * kb, kc = Kp - k0 < 128 ? Kp - k0 : 128;
+                        const uint16_t *ap = apack + (size_t)m0 * Kp + k0;
+                        const uint16_t *bk = bp + (size_t)(k0 / 2) * 32;
+                        if (amx) dsv3_bg_block_amx(ap, Kp, mt, bk, (long)Kp * 16, nt, kc, S, (long)nt * 32, 1);
+                        else dsv3_bg_block_avx512(ap, Kp, mt, bk, (long)Kp * 16, nt, kc, S, (long)nt * 32, 1);
+                        for (int i = 0; i < rows; i++) ra[i] = q->sa[(long)(m0 + i) * q->sa_stride_m + (long)kb * q->sa_stride_k];
+                        for (int j = 0; j < cols; j++) cb[j] = q->sb[(size_t)((c0 + j) / q->b_block_n) * nk + kb];
+                        dsv3_bg_merge_scaled_avx512(C + (size_t)m0 * ldc + c0, ldc, S, (long)nt * 32, rows, cols, ra, cb,
+                                                    kb == 0 && beta == 0.0f);
+                    }
+                    continue;
+                }
                 int direct = alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && rows == mt * 32 && cols == nt * 32;
                 float *acc = direct ? C + (size_t)m0 * ldc + c0 : S;
                 long lds = direct ? ldc : (long)nt * 32;
@@ -124,7 +174,7 @@ void dsv3_bgemm(int transA, int transB, int M, int N, int K, float alpha, const 
         return;
     }
     dsv3_bg_fsrc a = {transA, A, lda}, b = {transB, B, ldb};
-    bgemm_run(&a, &b, NULL, M, N, K, alpha, beta, C, ldc);
+    bgemm_run(&a, &b, NULL, NULL, NULL, M, N, K, alpha, beta, C, ldc);
 }
 
 void dsv3_bgemm_mat(float *y, const float *x, const dsv3_mat *w, int M) {
@@ -132,5 +182,19 @@ void dsv3_bgemm_mat(float *y, const float *x, const dsv3_mat *w, int M) {
     if (M <= 0 || w->rows <= 0) return;
     if (w->cols <= 0) { memset(y, 0, sizeof(float) * (size_t)M * w->rows); return; }
     dsv3_bg_fsrc a = {0, x, w->cols};
-    bgemm_run(&a, NULL, w, M, w->rows, w->cols, 1.0f, 0.0f, y, w->rows);
+    bgemm_run(&a, NULL, w, NULL, NULL, M, w->rows, w->cols, 1.0f, 0.0f, y, w->rows);
+}
+
+void dsv3_fp8_bgemm(const dsv3_fp8_gemm_args *g, float *C, int ldc, float beta) {
+    DSV3_ASSERT(dsv3_matmul_get_isa() >= DSV3_ISA_AVX512);
+    DSV3_ASSERT(g->b_block_n == 128 || g->b_block_n == 1);
+    if (g->M <= 0 || g->N <= 0) return;
+    if (g->K <= 0) {
+        if (beta == 0.0f)
+            for (int i = 0; i < g->M; i++) memset(C + (size_t)i * ldc, 0, sizeof(float) * g->N);
+        return;
+    }
+    uint16_t lut[256];
+    for (int c = 0; c < 256; c++) lut[c] = dsv3_f32_to_bf16(dsv3_e4m3_to_f32((uint8_t)c)); // exact (NaN stays NaN)
+    bgemm_run(NULL, NULL, NULL, g, lut, g->M, g->N, g->K, 1.0f, beta, C, ldc);
 }

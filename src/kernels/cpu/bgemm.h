@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "kernels/cpu/matmul.h"
+#include "numerics/fp8_gemm.h"
 
 // Scalar reference: C[M, N] = alpha · Σ_k bf16(opA[m, k]) · bf16(opB[k, n]) + beta · C, fp32 sums
 // in k order (beta = 0: C not read). Semantics of trans/ld as dsv3_backend.gemm (kernels/backend.h).
@@ -34,6 +35,16 @@ void dsv3_bgemm(int transA, int transB, int M, int N, int K, float alpha, const 
 // y[M, w->rows] = bf16(x[M, w->cols]) · bf16(W)ᵀ for a weight of any dsv3_mat dtype (FP8: the value
 // fp8 · scale rounded to bf16). Needs the avx512 level (the caller checks).
 void dsv3_bgemm_mat(float *y, const float *x, const dsv3_mat *w, int M);
+
+// The FP8 GEMM of numerics/fp8_gemm.h (E4M3 codes, 1x128 / 128x128 or 1x128 scales) in its
+// DSV3_FP8_ACC_FP32 model on the bf16 kernels: E4M3 values are exact in bf16 and their products exact
+// in fp32, so the AMX / AVX512_BF16 kernel sums each 128-wide K group of raw products in fp32 and the
+// merge does C += (group · sa) · sb, group by group, as the reference does. Only the order of the sum
+// inside a group differs (and subnormal products, which the hardware flushes: none occur, as
+// the smallest E4M3 product 2^-18 is a normal fp32). beta 0: C written; beta 1: C accumulated (the
+// groups are added to C one by one). Needs the avx512 level (the caller checks). Packs the codes
+// straight into bf16 (no fp32 copy).
+void dsv3_fp8_bgemm(const dsv3_fp8_gemm_args *g, float *C, int ldc, float beta);
 
 // ---- internal: kernels shared by bgemm.c, bgemm_avx512.c and bgemm_amx.c ----------------------
 #define DSV3_BG_MC 128  // rows of the A block per task (MC x KC bf16 = 128 KiB: L2)
@@ -57,5 +68,8 @@ void dsv3_bg_block_avx512(const uint16_t *a, long lda, int mt, const uint16_t *b
                           float *S, long lds, int first);
 void dsv3_bg_block_amx(const uint16_t *a, long lda, int mt, const uint16_t *b, long pstride, int nt, int kc,
                        float *S, long lds, int first);
+// C[i, j] = (overwrite ? 0 : C[i, j]) + (S[i, j] · ra[i]) · cb[j] (the scaled group merge of dsv3_fp8_bgemm).
+void dsv3_bg_merge_scaled_avx512(float *C, long ldc, const float *S, long lds, int rows, int cols, const float *ra,
+                                 const float *cb, int overwrite);
 // C[i, j] = alpha · S[i, j] + beta · C[i, j] for i < rows, j < cols (beta = 0: C not read).
 void dsv3_bg_merge_avx512(float *C, long ldc, const float *S, long lds, int rows, int cols, float alpha, float beta);

@@ -171,3 +171,19 @@ void dsv3_bg_merge_avx512(float *C, long ldc, const float *S, long lds, int rows
         }
     }
 }
+
+void dsv3_bg_merge_scaled_avx512(float *C, long ldc, const float *S, long lds, int rows, int cols, const float *ra,
+                                 const float *cb, int overwrite) {
+    for (int i = 0; i < rows; i++) {
+        float *c = C + (size_t)i * ldc;
+        const float *s = S + (size_t)i * lds;
+        __m512 r = _mm512_set1_ps(ra[i]);
+        for (int j = 0; j < cols; j += 16) {
+            __mmask16 m = mask16(cols - j);
+            // (group sum · sa) · sb, then added: the order of the fp8_gemm reference
+            __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), r), _mm512_maskz_loadu_ps(m, cb + j));
+            if (!overwrite) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c + j), v);
+            _mm512_mask_storeu_ps(c + j, m, v);
+        }
+    }
+}
