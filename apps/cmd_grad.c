@@ -19,7 +19,8 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: dsv3 grad --model DIR --rows ROWS.npy --out GRADS.safetensors\n"
-            "                 [--mtp-weight L] [--seq-aux A] [--attn naive|absorb] [--precision fp32|bf16] [--json] [--threads N]\n"
+            "                 [--mtp-weight L] [--seq-aux A] [--attn naive|absorb] [--precision fp32|bf16|fp8] [FP8 options]\n"
+            "                 [--json] [--threads N]\n"
             "\n"
             "Computes the training loss of DeepSeek-V3 (docs/TRAINING.md) on B rows of T+1 token ids and the\n"
             "fp32 gradient of every trainable tensor, and writes them as safetensors, one F32 tensor per\n"
@@ -32,13 +33,13 @@ static void usage(FILE *f) {
             "  --mtp-weight L    MTP loss weight lambda (default 0.3 with MTP layers, else 0)\n"
             "  --seq-aux A       sequence-wise balance loss weight alpha (default 1e-4)\n"
             "  --attn MODE       naive (decompressed K/V, default) or absorb (latent form); same gradients\n"
-            "  --precision P     fp32 (default) or bf16: GEMM inputs rounded to bf16, fp32 accumulation\n"
+            "%s"
             "  --json            print {\"loss\", \"main\", \"mtp\", \"balance\", \"tokens\"} on stdout\n"
             "  --threads N       OpenMP threads (default: all cores)\n"
             "\n"
             "Loss: L = L_main + (lambda/D) sum_k L^k + sum over MoE layers of the mean over rows of\n"
             "alpha sum_i f_i P_i; L_main and every L^k are divided by B*T.\n"
-            "Exit status: 0 ok, 1 the output could not be written, 2 bad input.\n");
+            "Exit status: 0 ok, 1 the output could not be written, 2 bad input.\n", cli_precision_help);
 }
 
 static int parse_float(const char *opt, const char *v, float *out) {
@@ -67,9 +68,10 @@ static int read_rows(const char *path, int V, int32_t **rows, int *B, int *T1) {
 
 int cmd_grad(int argc, char **argv) {
     const char *model_dir = NULL, *rows_path = NULL, *out = NULL, *attn_s = "naive";
-    int bf16 = 0;
+    cli_precision prec;
+    cli_precision_default(&prec);
     float mtp_w = -1.0f, seq_aux = 1e-4f;
-    int json = 0, threads = 0;
+    int json = 0, threads = 0, bad = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) { usage(stdout); return cli_stdout_done("grad", 0); }
@@ -80,12 +82,7 @@ int cmd_grad(int argc, char **argv) {
         else if (!strcmp(a, "--rows")) rows_path = v;
         else if (!strcmp(a, "--out")) out = v;
         else if (!strcmp(a, "--attn")) attn_s = v;
-        else if (!strcmp(a, "--precision")) {
-            if (!strcmp(v, "fp32")) bf16 = 0;
-            else if (!strcmp(v, "bf16")) bf16 = 1;
-            else if (!strcmp(v, "fp8")) return cli_usage_error("grad", "--precision fp8: FP8 training is not built yet (use fp32 or bf16)");
-            else return cli_usage_error("grad", "--precision: '%s' is not fp32, bf16 or fp8", v);
-        }
+        else if (cli_precision_opt("grad", a, v, &prec, &bad)) { if (bad) return 2; }
         else if (!strcmp(a, "--mtp-weight")) { if (parse_float(a, v, &mtp_w)) return 2; }
         else if (!strcmp(a, "--seq-aux")) { if (parse_float(a, v, &seq_aux)) return 2; }
         else if (!strcmp(a, "--threads")) {
@@ -95,6 +92,7 @@ int cmd_grad(int argc, char **argv) {
             threads = (int)t;
         } else return cli_usage_error("grad", "unknown option '%s'", a);
     }
+    if (cli_precision_check("grad", &prec)) return 2;
     if (!model_dir) return cli_usage_error("grad", "--model DIR is required");
     if (!rows_path) return cli_usage_error("grad", "--rows ROWS.npy is required");
     if (!out) return cli_usage_error("grad", "--out GRADS.safetensors is required");
@@ -116,8 +114,8 @@ int cmd_grad(int argc, char **argv) {
         rc = cli_bad_input();
         goto done;
     }
-    tr = dsv3_train_new(&tm, B, T1 - 1, bf16 ? dsv3_backend_cpu_bf16() : dsv3_backend_cpu(), MAX_TRAIN_BYTES);
-    if (!tr) { rc = cli_bad_input(); goto done; }
+    tr = dsv3_train_new(&tm, B, T1 - 1, cli_precision_backend(&prec), MAX_TRAIN_BYTES);
+    if (!tr || (prec.precision == 2 && dsv3_train_set_fp8(tr, &prec.fp8) < 0)) { rc = cli_bad_input(); goto done; }
     if (mtp_w < 0.0f) mtp_w = tm.tab.n_mtp > 0 ? 0.3f : 0.0f;
     dsv3_train_opts o = {.mtp_weight = mtp_w, .seq_aux = seq_aux, .attn = mode};
     dsv3_loss_parts lp;

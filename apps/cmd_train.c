@@ -47,9 +47,9 @@ static void usage(FILE *f) {
             "  --seq-aux A          sequence-wise balance loss weight (default 1e-4)\n"
             "  --bias-speed G       fixed gamma (default: 1e-3 -> 0 at 96.62%% of tokens; 0 disables balancing)\n"
             "  --attn naive|absorb  attention form (same function; default naive)\n"
-            "  --precision fp32|bf16  GEMM precision (default fp32). bf16: every GEMM takes bf16-rounded\n"
-            "                       inputs with fp32 accumulation (AMX / AVX512_BF16 where present); fp32\n"
-            "                       masters, gradients, norms, attention core and losses. fp8 is not built yet.\n"
+            "%s"
+            "                    --precision fp8 stores the AdamW moments in bf16 unless --moments is given.\n"
+            "                    With --resume the run's precision and FP8 recipe are kept.\n"
             "output:\n"
             "  --out DIR            run folder: the final HF checkpoint, metrics.jsonl, checkpoints/\n"
             "  --save-dtype D       f32, bf16 or fp8 (E4M3 + 128x128 weight_scale_inv, as DeepSeek releases);\n"
@@ -65,7 +65,7 @@ static void usage(FILE *f) {
             "  --threads N          OpenMP threads (default: all cores)   --quiet   no progress\n"
             "\n"
             "Exit status: 0 done, 1 failure (I/O, too many non-finite steps), 2 bad input, 130 interrupted\n"
-            "(Ctrl-C / SIGTERM: the checkpoint is saved first).\n");
+            "(Ctrl-C / SIGTERM: the checkpoint is saved first).\n", cli_precision_help);
 }
 
 static int num(const char *opt, const char *v, double lo, double hi, double *out) {
@@ -79,7 +79,9 @@ static int num(const char *opt, const char *v, double lo, double hi, double *out
 int cmd_train_model(int argc, char **argv) {
     dsv3_train_cfg c;
     dsv3_train_cfg_defaults(&c);
-    int threads = 0;
+    int threads = 0, moments_set = 0, bad = 0;
+    cli_precision prec;
+    cli_precision_default(&prec);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         double x;
@@ -117,6 +119,7 @@ int cmd_train_model(int argc, char **argv) {
         else if (!strcmp(a, "--eps")) { NUM(0, 1); c.adam.eps = x; }
         else if (!strcmp(a, "--clip")) { NUM(1e-9, 1e9); c.clip = x; }
         else if (!strcmp(a, "--moments")) {
+            moments_set = 1;
             if (!strcmp(v, "f32")) c.adam.bf16_moments = 0;
             else if (!strcmp(v, "bf16")) c.adam.bf16_moments = 1;
             else return cli_usage_error("train", "--moments: '%s' is not f32 or bf16", v);
@@ -124,12 +127,7 @@ int cmd_train_model(int argc, char **argv) {
         else if (!strcmp(a, "--mtp-weight")) { NUM(0, 1e3); c.mtp_weight = x; }
         else if (!strcmp(a, "--seq-aux")) { NUM(0, 1e3); c.seq_aux = x; }
         else if (!strcmp(a, "--bias-speed")) { NUM(0, 1); c.bias_speed = x; }
-        else if (!strcmp(a, "--precision")) {
-            if (!strcmp(v, "fp32")) c.precision = 0;
-            else if (!strcmp(v, "bf16")) c.precision = 1;
-            else if (!strcmp(v, "fp8")) return cli_usage_error("train", "--precision fp8: FP8 training is not built yet (use fp32 or bf16)");
-            else return cli_usage_error("train", "--precision: '%s' is not fp32, bf16 or fp8", v);
-        }
+        else if (cli_precision_opt("train", a, v, &prec, &bad)) { if (bad) return 2; }
         else if (!strcmp(a, "--attn")) {
             if (!strcmp(v, "naive")) c.attn = DSV3_ATTN_NAIVE;
             else if (!strcmp(v, "absorb")) c.attn = DSV3_ATTN_ABSORB;
@@ -153,6 +151,10 @@ int cmd_train_model(int argc, char **argv) {
         else return cli_usage_error("train", "unknown option '%s'", a);
 #undef NUM
     }
+    if (cli_precision_check("train", &prec)) return 2;
+    c.precision = prec.precision;
+    c.fp8 = prec.fp8;
+    if (c.precision == 2 && !moments_set) c.adam.bf16_moments = 1; // the paper's recipe (with --resume: the run's)
     if (threads) omp_set_num_threads(threads);
     return dsv3_train_run(&c);
 }

@@ -26,3 +26,22 @@ int cli_stdout_done(const char *cmd, int rc);
 // Bytes of user input for a message: printable ASCII as is, other bytes (and \ and ') as \xNN, at
 // most max_in input bytes, "..." when cut. Returns buf.
 const char *cli_escape(char *buf, size_t cap, const char *s, size_t len, size_t max_in);
+
+// The training-precision options shared by train, grad and logits (apps/cli_precision.c):
+//   --precision fp32|bf16|fp8, and the FP8 recipe knobs --fp8-accum exact|hopper14|promote:N,
+//   --scale-format amax|ue8m0, --fp8-dgrad tile|block, --fp8-wgrad-x retile|high.
+#include "model/train.h"
+typedef struct {
+    int precision;           // 0 fp32, 1 bf16, 2 fp8
+    dsv3_fp8_recipe fp8;     // the FP8 recipe (used when precision is 2)
+    int fp8_knob_set;        // an FP8 knob was given (refused unless precision is fp8)
+} cli_precision;
+void cli_precision_default(cli_precision *p);
+// If opt is one of the options above: parses v into p and returns 1 (or, on a bad value, prints the
+// usage error of cmd and sets *bad = 1). Returns 0 for any other option.
+int cli_precision_opt(const char *cmd, const char *opt, const char *v, cli_precision *p, int *bad);
+// After parsing: refuses FP8 knobs without --precision fp8. 0, or 2 after printing the error.
+int cli_precision_check(const char *cmd, const cli_precision *p);
+// The backend of a precision (fp8 runs its non-FP8 GEMMs on the bf16 backend).
+const dsv3_backend *cli_precision_backend(const cli_precision *p);
+extern const char *const cli_precision_help; // option lines for --help

@@ -8,6 +8,7 @@
 // region; called from inside one (omp_in_parallel()), it runs on the calling thread only.
 #pragma once
 #include <stdint.h>
+#include "numerics/fp8_gemm.h"
 
 // Causal multi-head attention over one sequence of T tokens (queries attend to keys 0..t).
 // Element j of head h at token t of q lives at q[t*q_tok + h*q_head + j]; likewise k, v, o.
@@ -37,6 +38,12 @@ typedef struct dsv3_backend {
     //   wgrad  dW += dYᵀ·X:  gemm(1, 0, out, in, M, 1, dY, out, X, in, 1, dW, in)
     void (*gemm)(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc);
+
+    // FP8 block-scaled GEMM (numerics/fp8_gemm.h: E4M3 codes, 1x128 / 128x128 or 1x128 scales) under
+    // the accumulator model acc: beta 0 writes C (fp32, row stride ldc), beta 1 adds to it. The ref
+    // backend runs dsv3_fp8_gemm; the cpu backends run dsv3_fp8_bgemm (AMX / AVX512_BF16) for the
+    // promoted fp32 model where the CPU has it, else the reference.
+    void (*fp8_gemm)(const dsv3_fp8_gemm_args *g, const dsv3_fp8_acc *acc, float *C, int ldc, float beta);
 
     // Attention forward: writes a->o and a->lse.
     void (*attn_fwd)(const dsv3_attn_args *a);

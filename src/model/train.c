@@ -168,6 +168,7 @@ dsv3_train *dsv3_train_new(dsv3_tmodel *tm, int B, int T, const dsv3_backend *be
 
 void dsv3_train_free(dsv3_train *tr) {
     if (!tr) return;
+    dsv3_fp8_state_free(tr->fp8);
     free(tr->act_arena);
     free(tr->ws_arena);
     free(tr->acts);
@@ -196,22 +197,28 @@ float *dsv3_tg(dsv3_train *tr, int kind, int layer, int expert) {
 
 // ---- shared helpers -----------------------------------------------------------------------------
 
-void dsv3_t_linear(dsv3_train *tr, float *y, const float *x, int N, const float *W, const float *bias, int out, int in) {
+void dsv3_t_linear(dsv3_train *tr, dsv3_lin_role role, float *y, const float *x, int N, const float *W, const float *bias,
+                   int out, int in) {
     if (N == 0 || out == 0) return;
-    tr->be->gemm(0, 1, N, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
+    if (tr->fp8 && role != DSV3_LIN_HI) dsv3_fp8_linear_fwd(tr, role, y, x, N, W, out, in);
+    else tr->be->gemm(0, 1, N, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
     if (bias)
         for (int r = 0; r < N; r++)
             for (int j = 0; j < out; j++) y[(size_t)r * out + j] += bias[j];
 }
 
-void dsv3_t_linear_bwd(dsv3_train *tr, float *dx, int acc, float *dW, float *dbias, const float *dy, const float *x,
-                       const float *W, int N, int out, int in) {
+void dsv3_t_linear_bwd(dsv3_train *tr, dsv3_lin_role role, float *dx, int acc, float *dW, float *dbias, const float *dy,
+                       const float *x, const float *W, int N, int out, int in) {
     if (N == 0 || out == 0) {
         if (dx && !acc) memset(dx, 0, sizeof(float) * (size_t)N * in);
         return;
     }
-    if (dx) tr->be->gemm(0, 0, N, in, out, 1.0f, dy, out, W, in, acc ? 1.0f : 0.0f, dx, in);
-    tr->be->gemm(1, 0, out, in, N, 1.0f, dy, out, x, in, 1.0f, dW, in);
+    if (tr->fp8 && role != DSV3_LIN_HI) {
+        dsv3_fp8_linear_bwd(tr, role, dx, acc, dW, dy, x, W, N, out, in);
+    } else {
+        if (dx) tr->be->gemm(0, 0, N, in, out, 1.0f, dy, out, W, in, acc ? 1.0f : 0.0f, dx, in);
+        tr->be->gemm(1, 0, out, in, N, 1.0f, dy, out, x, in, 1.0f, dW, in);
+    }
     if (dbias)
         for (int r = 0; r < N; r++)
             for (int j = 0; j < out; j++) dbias[j] += dy[(size_t)r * out + j];
@@ -257,7 +264,9 @@ static void layer_bwd(dsv3_train *tr, dsv3_layer_acts *a, float *dx, const dsv3_
 
 // CE of h (N, d) through the head W (V, d) against tgt; gradient scale `scale`; writes dh (N, d)
 // (when dh) and accumulates dW. Returns Σ CE.
-static double head_xent(dsv3_train *tr, const float *h, const int32_t *tgt, int N, float scale, float *dh, float *dW) {
+// `logits` (non-NULL): the (N, V) logits are copied there before the cross-entropy.
+static double head_xent(dsv3_train *tr, const float *h, const int32_t *tgt, int N, float scale, float *dh, float *dW,
+                        float *logits) {
     const dsv3_config *c = &tr->tm->cfg;
     const int d = c->hidden_size, V = c->vocab_size;
     const float *W = dsv3_tw(tr, c->tie_word_embeddings ? DSV3_P_EMBED : DSV3_P_HEAD, -1, -1);
@@ -265,6 +274,7 @@ static double head_xent(dsv3_train *tr, const float *h, const int32_t *tgt, int 
     for (int r0 = 0; r0 < N; r0 += tr->chunk) {
         const int n = N - r0 < tr->chunk ? N - r0 : tr->chunk;
         tr->be->gemm(0, 1, n, V, d, 1.0f, h + (size_t)r0 * d, d, W, d, 0.0f, tr->lg, V);
+        if (logits) memcpy(logits + (size_t)r0 * V, tr->lg, sizeof(float) * (size_t)n * V);
         sum += tr->be->xent(tr->lg, tgt + r0, n, V, scale, dh ? tr->lg : NULL);
         if (dh) {
             tr->be->gemm(0, 0, n, d, V, 1.0f, tr->lg, V, W, d, 0.0f, dh + (size_t)r0 * d, d);
@@ -316,6 +326,7 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
         }
     memset(out, 0, sizeof *out);
     tr->D_run = D;
+    if (tr->fp8) dsv3_fp8_new_step(tr->fp8); // the weights may have changed since the last step
     const float eps = c->rms_norm_eps;
     const int bwd = !o->no_backward;
 
@@ -334,7 +345,7 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
     for (int i = 0; i < N; i++) counted += tr->tgt[i] >= 0;
     out->tokens = counted;
     const double Nc = counted > 0 ? (double)counted : 1.0;
-    out->main = head_xent(tr, tr->hN, tr->tgt, N, (float)(1.0 / Nc), bwd ? tr->dxn : NULL, dhead) / Nc;
+    out->main = head_xent(tr, tr->hN, tr->tgt, N, (float)(1.0 / Nc), bwd ? tr->dxn : NULL, dhead, o->logits) / Nc;
     float *dhN = tr->dhp; // reuse: dhN accumulates the main and the depth-1 MTP gradients
     if (bwd) memcpy(dhN, tr->dxn, sizeof(float) * (size_t)N * d);
 
@@ -360,14 +371,15 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
             memcpy(cat + (size_t)r * 2 * d + d, hn + (size_t)r * d, sizeof(float) * d);
         }
         dsv3_layer_acts *a = &tr->acts[L_k];
-        dsv3_t_linear(tr, a->x, cat, Nk, dsv3_tw(tr, DSV3_P_EH_PROJ, L_k, -1), NULL, d, 2 * d);
+        dsv3_t_linear(tr, DSV3_LIN_FP8, a->x, cat, Nk, dsv3_tw(tr, DSV3_P_EH_PROJ, L_k, -1), NULL, d, 2 * d);
         tr->pos = tr->pos_tl[k];
         bal += layer_fwd(tr, a, tr->mxo[k - 1], o);
         tr->be->rmsnorm_fwd(tr->mh[k - 1], tr->mrso[k - 1], tr->mxo[k - 1], dsv3_tw(tr, DSV3_P_SHEAD_NORM, L_k, -1), Nk, d, eps);
         // the loss of depth k (its gradient is computed in the backward below)
         // the loss of depth k and (training) its gradient w.r.t. mh, kept for the backward
         const float msc = (float)(o->mtp_weight / D / Nc);
-        out->mtp_depth[k - 1] = head_xent(tr, tr->mh[k - 1], tr->mtgt[k - 1], Nk, msc, bwd ? tr->mdh[k - 1] : NULL, dhead) / Nc;
+        out->mtp_depth[k - 1] = head_xent(tr, tr->mh[k - 1], tr->mtgt[k - 1], Nk, msc, bwd ? tr->mdh[k - 1] : NULL, dhead,
+                                        k == 1 ? o->mtp_logits : NULL) / Nc;
         out->mtp += out->mtp_depth[k - 1];
     }
     if (D > 0) out->mtp *= o->mtp_weight / D;
@@ -393,7 +405,7 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
         layer_bwd(tr, a, dh, o);
         // eh_proj: dcat = dh·W, dW += dhᵀ·cat
         float *dcat = tr->dcat;
-        dsv3_t_linear_bwd(tr, dcat, 0, dsv3_tg(tr, DSV3_P_EH_PROJ, L_k, -1), NULL, dh, tr->mcat[k - 1],
+        dsv3_t_linear_bwd(tr, DSV3_LIN_FP8, dcat, 0, dsv3_tg(tr, DSV3_P_EH_PROJ, L_k, -1), NULL, dh, tr->mcat[k - 1],
                           dsv3_tw(tr, DSV3_P_EH_PROJ, L_k, -1), Nk, d, 2 * d);
         for (int r = 0; r < Nk; r++) { // split [den | dhn]
             memcpy(tr->dt + (size_t)r * d, dcat + (size_t)r * 2 * d, sizeof(float) * d);

@@ -12,6 +12,8 @@
 #include "model/tmodel.h"
 #include "model/forward.h"
 #include "kernels/backend.h"
+#include "numerics/fp8_gemm.h"
+#include "numerics/quant.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,7 +26,37 @@ typedef struct {
     int no_backward;         // 1: loss only
     int use_ignore;          // 1: labels equal to ignore_id (the dataset's PAD) count no loss; the main
     int32_t ignore_id;       //   and MTP losses are then divided by the counted main positions, not B·T
+    float *logits;           // non-NULL: the main logits (B·T, V) are copied here (the fprop's head output)
+    float *mtp_logits;       // non-NULL: depth-1 MTP logits (B·(T−1), V) (needs D >= 1 and mtp_weight != 0)
 } dsv3_train_opts;
+
+// The FP8 training recipe (DeepSeek-V3 §3.3; spec training.md §8; docs/FP8_TRAINING.md). Every Linear
+// of attention (q/q_a/q_b, kv_a, kv_b in the naive form, o), of the dense MLP, of the shared and routed
+// experts and the MTP eh_proj is an FP8 Linear; the embedding, head, router, norms and the attention
+// core stay on the step's backend (bf16 GEMM inputs under `--precision fp8`). An FP8 Linear:
+//   Fprop  Y = bf16(X·Wᵀ):  X E4M3 1×128 along K (per token), W E4M3 128×128 from the fp32 master
+//          (quantized once per step and cached); fp32 accumulation promoted per 128-wide K group.
+//   Dgrad  dX = bf16(dY·W): dY E4M3 1×128 along out (or 128×128 blocks: dgrad_block), Wᵀ = the same
+//          codes and block scales transposed (no requantization).
+//   Wgrad  dW += dYᵀ·X:     dY in 128×1 tiles (1×128 of dYᵀ along tokens); X re-tiled from its 1×128
+//          codes (or quantized from the high-precision X: wgrad_x_high); fp32 into the gradient.
+// Scales max(amax, 1e-4)/448, or UE8M0 (power of two, rounded up) for the experts' gate/up inputs,
+// the experts' down-projection output gradients, the o_proj input's E5M6 copy, and everywhere with
+// scale_fmt = UE8M0. The o_proj Wgrad takes X from its E5M6 copy (1×128 → 128×1 exact re-tiling).
+typedef struct {
+    dsv3_scale_fmt scale_fmt; // DSV3_SCALE_AMAX (default) or DSV3_SCALE_UE8M0 for every tensor
+    int dgrad_block;          // 1: activation gradients in 128×128 blocks (the variant the paper saw diverge)
+    int wgrad_x_high;         // 1: Wgrad's Xᵀ quantized from the high-precision X (Transformer Engine's way)
+    dsv3_fp8_acc acc;         // accumulator: FP32 (promoted every 128, "exact") or LIMITED (hopper14, promote:N)
+} dsv3_fp8_recipe;
+
+// Parses an --fp8-accum value: "exact", "hopper14" (14-bit accumulator, never promoted) or "promote:N"
+// (14 bits, promoted every N elements, N a multiple of 32 in 32..4096). 0, or -1 with a message.
+int dsv3_fp8_accum_parse(const char *s, dsv3_fp8_acc *acc);
+// The canonical name of an accumulator model ("exact", "hopper14", "promote:128") into buf.
+const char *dsv3_fp8_accum_name(const dsv3_fp8_acc *acc, char *buf, int n);
+// The recipe defaults: amax scales, 1×128 activation gradients, re-tiled Wgrad inputs, exact accumulation.
+void dsv3_fp8_recipe_default(dsv3_fp8_recipe *r);
 
 typedef struct {
     double loss, main, mtp, balance;   // L, L_main, L_MTP (λ/D-weighted), L_Bal
@@ -38,6 +70,9 @@ typedef struct dsv3_train dsv3_train;
 // the sizes are unreasonable (checked against `max_bytes`, 0 = no limit).
 dsv3_train *dsv3_train_new(dsv3_tmodel *tm, int B, int T, const dsv3_backend *be, size_t max_bytes);
 void dsv3_train_free(dsv3_train *tr);
+// Turns the FP8 Linears on (recipe) or off (NULL) for the following steps. Allocates the per-step
+// weight code caches (2 bytes per matrix element + scales) once. 0, or -1 with a message.
+int dsv3_train_set_fp8(dsv3_train *tr, const dsv3_fp8_recipe *r);
 // Bytes planned: activations kept for the backward, workspace, and the analytic minimum of the
 // activations (what the backward cannot do without: layer inputs, normed inputs, attention
 // outputs and LSE, FFN inner activations, routing).

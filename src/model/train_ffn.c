@@ -33,35 +33,38 @@ static void topk_flags(const float *s, int E, int K, unsigned char *flags) {
     }
 }
 
-static void swiglu_block_fwd(dsv3_train *tr, const float *x, int N, int in, const float *Wg, const float *Wu,
+// expert: 1 for routed and shared experts (their FP8 scale policy, train.h), 0 for the dense MLP.
+static void swiglu_block_fwd(dsv3_train *tr, int expert, const float *x, int N, int in, const float *Wg, const float *Wu,
                              const float *Wd, int I, float *g, float *u, float *a, float *out) {
-    dsv3_t_linear(tr, g, x, N, Wg, NULL, I, in);
-    dsv3_t_linear(tr, u, x, N, Wu, NULL, I, in);
+    const dsv3_lin_role rin = expert ? DSV3_LIN_FP8_EXPIN : DSV3_LIN_FP8, rout = expert ? DSV3_LIN_FP8_EXPOUT : DSV3_LIN_FP8;
+    dsv3_t_linear(tr, rin, g, x, N, Wg, NULL, I, in);
+    dsv3_t_linear(tr, rin, u, x, N, Wu, NULL, I, in);
     tr->be->swiglu_fwd(a, g, u, (long)N * I);
-    dsv3_t_linear(tr, out, a, N, Wd, NULL, in, I);
+    dsv3_t_linear(tr, rout, out, a, N, Wd, NULL, in, I);
 }
 
 // dx (= or += when acc) from dout through down(silu(gate x) ⊙ up x); da/dg/du are (N, I) scratch.
-static void swiglu_block_bwd(dsv3_train *tr, float *dx, int acc, const float *dout, const float *x, int N, int in,
+static void swiglu_block_bwd(dsv3_train *tr, int expert, float *dx, int acc, const float *dout, const float *x, int N, int in,
                              const float *Wg, const float *Wu, const float *Wd, float *dWg, float *dWu, float *dWd, int I,
                              const float *g, const float *u, const float *a, float *da, float *dg, float *du) {
-    dsv3_t_linear_bwd(tr, da, 0, dWd, NULL, dout, a, Wd, N, in, I);
+    const dsv3_lin_role rin = expert ? DSV3_LIN_FP8_EXPIN : DSV3_LIN_FP8, rout = expert ? DSV3_LIN_FP8_EXPOUT : DSV3_LIN_FP8;
+    dsv3_t_linear_bwd(tr, rout, da, 0, dWd, NULL, dout, a, Wd, N, in, I);
     tr->be->swiglu_bwd(dg, du, da, g, u, (long)N * I);
-    dsv3_t_linear_bwd(tr, dx, acc, dWg, NULL, dg, x, Wg, N, I, in);
-    dsv3_t_linear_bwd(tr, dx, 1, dWu, NULL, du, x, Wu, N, I, in);
+    dsv3_t_linear_bwd(tr, rin, dx, acc, dWg, NULL, dg, x, Wg, N, I, in);
+    dsv3_t_linear_bwd(tr, rin, dx, 1, dWu, NULL, du, x, Wu, N, I, in);
 }
 
 double dsv3_t_ffn_fwd(dsv3_train *tr, dsv3_layer_acts *a, float *out, float alpha) {
     const dsv3_config *c = &tr->tm->cfg;
     const int l = a->layer, N = a->N, d = c->hidden_size;
     if (!dsv3_layer_is_moe(c, l)) {
-        swiglu_block_fwd(tr, a->xn2, N, d, dsv3_tw(tr, DSV3_P_GATE, l, -1), dsv3_tw(tr, DSV3_P_UP, l, -1),
+        swiglu_block_fwd(tr, 0, a->xn2, N, d, dsv3_tw(tr, DSV3_P_GATE, l, -1), dsv3_tw(tr, DSV3_P_UP, l, -1),
                          dsv3_tw(tr, DSV3_P_DOWN, l, -1), c->intermediate_size, a->g, a->u, a->a, out);
         return 0.0;
     }
     const int E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
     const int Ish = Im * c->n_shared_experts;
-    dsv3_t_linear(tr, a->rlog, a->xn2, N, dsv3_tw(tr, DSV3_P_ROUTER, l, -1), NULL, E, d);
+    dsv3_t_linear(tr, DSV3_LIN_HI, a->rlog, a->xn2, N, dsv3_tw(tr, DSV3_P_ROUTER, l, -1), NULL, E, d);
     const float *bias = c->use_correction_bias ? dsv3_tw(tr, DSV3_P_CORR_BIAS, l, -1) : NULL;
     for (int t = 0; t < N; t++)
         dsv3_route_token(c, a->rlog + (size_t)t * E, bias, a->eidx + (size_t)t * K, a->ew + (size_t)t * K, tr->rscratch);
@@ -83,7 +86,7 @@ double dsv3_t_ffn_fwd(dsv3_train *tr, dsv3_layer_acts *a, float *out, float alph
     for (int e = 0; e < E; e++) {
         const int p0 = a->off[e], n = a->off[e + 1] - p0;
         if (n == 0) continue;
-        swiglu_block_fwd(tr, a->xs + (size_t)p0 * d, n, d, dsv3_tw(tr, DSV3_P_EXP_GATE, l, e), dsv3_tw(tr, DSV3_P_EXP_UP, l, e),
+        swiglu_block_fwd(tr, 1, a->xs + (size_t)p0 * d, n, d, dsv3_tw(tr, DSV3_P_EXP_GATE, l, e), dsv3_tw(tr, DSV3_P_EXP_UP, l, e),
                          dsv3_tw(tr, DSV3_P_EXP_DOWN, l, e), Im, a->eg + (size_t)p0 * Im, a->eu + (size_t)p0 * Im,
                          a->ea + (size_t)p0 * Im, a->ey + (size_t)p0 * d);
     }
@@ -98,7 +101,7 @@ double dsv3_t_ffn_fwd(dsv3_train *tr, dsv3_layer_acts *a, float *out, float alph
     }
     if (Ish > 0) {
         float *ys = tr->dx; // forward-time scratch (N, d)
-        swiglu_block_fwd(tr, a->xn2, N, d, dsv3_tw(tr, DSV3_P_SH_GATE, l, -1), dsv3_tw(tr, DSV3_P_SH_UP, l, -1),
+        swiglu_block_fwd(tr, 1, a->xn2, N, d, dsv3_tw(tr, DSV3_P_SH_GATE, l, -1), dsv3_tw(tr, DSV3_P_SH_UP, l, -1),
                          dsv3_tw(tr, DSV3_P_SH_DOWN, l, -1), Ish, a->sg, a->su, a->sa, ys);
         for (size_t i = 0; i < (size_t)N * d; i++) out[i] += ys[i];
     }
@@ -135,7 +138,7 @@ void dsv3_t_ffn_bwd(dsv3_train *tr, dsv3_layer_acts *a, float *dxn2, const float
     const dsv3_config *c = &tr->tm->cfg;
     const int l = a->layer, N = a->N, d = c->hidden_size;
     if (!dsv3_layer_is_moe(c, l)) {
-        swiglu_block_bwd(tr, dxn2, 0, dout, a->xn2, N, d, dsv3_tw(tr, DSV3_P_GATE, l, -1), dsv3_tw(tr, DSV3_P_UP, l, -1),
+        swiglu_block_bwd(tr, 0, dxn2, 0, dout, a->xn2, N, d, dsv3_tw(tr, DSV3_P_GATE, l, -1), dsv3_tw(tr, DSV3_P_UP, l, -1),
                          dsv3_tw(tr, DSV3_P_DOWN, l, -1), dsv3_tg(tr, DSV3_P_GATE, l, -1), dsv3_tg(tr, DSV3_P_UP, l, -1),
                          dsv3_tg(tr, DSV3_P_DOWN, l, -1), c->intermediate_size, a->g, a->u, a->a, tr->da, tr->dg, tr->du);
         return;
@@ -143,7 +146,7 @@ void dsv3_t_ffn_bwd(dsv3_train *tr, dsv3_layer_acts *a, float *dxn2, const float
     const int E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
     const int Ish = Im * c->n_shared_experts;
     if (Ish > 0)
-        swiglu_block_bwd(tr, dxn2, 0, dout, a->xn2, N, d, dsv3_tw(tr, DSV3_P_SH_GATE, l, -1),
+        swiglu_block_bwd(tr, 1, dxn2, 0, dout, a->xn2, N, d, dsv3_tw(tr, DSV3_P_SH_GATE, l, -1),
                          dsv3_tw(tr, DSV3_P_SH_UP, l, -1), dsv3_tw(tr, DSV3_P_SH_DOWN, l, -1),
                          dsv3_tg(tr, DSV3_P_SH_GATE, l, -1), dsv3_tg(tr, DSV3_P_SH_UP, l, -1),
                          dsv3_tg(tr, DSV3_P_SH_DOWN, l, -1), Ish, a->sg, a->su, a->sa, tr->da, tr->dg, tr->du);
@@ -166,7 +169,7 @@ void dsv3_t_ffn_bwd(dsv3_train *tr, dsv3_layer_acts *a, float *dxn2, const float
     for (int e = 0; e < E; e++) {
         const int p0 = a->off[e], n = a->off[e + 1] - p0;
         if (n == 0) continue;
-        swiglu_block_bwd(tr, tr->dxs + (size_t)p0 * d, 0, tr->dey + (size_t)p0 * d, a->xs + (size_t)p0 * d, n, d,
+        swiglu_block_bwd(tr, 1, tr->dxs + (size_t)p0 * d, 0, tr->dey + (size_t)p0 * d, a->xs + (size_t)p0 * d, n, d,
                          dsv3_tw(tr, DSV3_P_EXP_GATE, l, e), dsv3_tw(tr, DSV3_P_EXP_UP, l, e), dsv3_tw(tr, DSV3_P_EXP_DOWN, l, e),
                          dsv3_tg(tr, DSV3_P_EXP_GATE, l, e), dsv3_tg(tr, DSV3_P_EXP_UP, l, e), dsv3_tg(tr, DSV3_P_EXP_DOWN, l, e),
                          Im, a->eg + (size_t)p0 * Im, a->eu + (size_t)p0 * Im, a->ea + (size_t)p0 * Im,
@@ -217,6 +220,6 @@ void dsv3_t_ffn_bwd(dsv3_train *tr, dsv3_layer_acts *a, float *dxn2, const float
             for (int e = 0; e < E; e++) dz[e] = (float)(s[e] * (ds[e] - dot));
         }
     }
-    dsv3_t_linear_bwd(tr, dxn2, 1, dsv3_tg(tr, DSV3_P_ROUTER, l, -1), NULL, tr->drl, a->xn2, dsv3_tw(tr, DSV3_P_ROUTER, l, -1),
+    dsv3_t_linear_bwd(tr, DSV3_LIN_HI, dxn2, 1, dsv3_tg(tr, DSV3_P_ROUTER, l, -1), NULL, tr->drl, a->xn2, dsv3_tw(tr, DSV3_P_ROUTER, l, -1),
                       N, E, d);
 }

@@ -34,7 +34,20 @@ typedef struct {
     float *f;                  // (B, E)            balance-loss f_i per row (constants)
 } dsv3_layer_acts;
 
+typedef struct dsv3_fp8_state dsv3_fp8_state; // train_fp8.c
+
+// What a Linear is under the FP8 recipe (train.h): high precision (the router), or an FP8 Linear with
+// its scale policy.
+typedef enum {
+    DSV3_LIN_HI = 0,     // the step's backend GEMM (router)
+    DSV3_LIN_FP8,        // FP8 Linear, scales per the recipe
+    DSV3_LIN_FP8_EXPIN,  // experts' gate/up: input scales UE8M0 (the activations DeepSeek dispatches in FP8)
+    DSV3_LIN_FP8_EXPOUT, // experts' down: output-gradient scales UE8M0 (the gradient combined back in FP8)
+    DSV3_LIN_FP8_OPROJ,  // o_proj: Wgrad input from the E5M6 (UE8M0) copy of the attention output
+} dsv3_lin_role;
+
 struct dsv3_train {
+    dsv3_fp8_state *fp8;       // NULL: no FP8 Linears
     dsv3_tmodel *tm;
     const dsv3_backend *be;
     int B, T, D;               // D = MTP layers planned
@@ -79,10 +92,17 @@ float *dsv3_tw(dsv3_train *tr, int kind, int layer, int expert);
 float *dsv3_tg(dsv3_train *tr, int kind, int layer, int expert);
 
 // y (N, out) = x (N, in) · Wᵀ (+ bias): the fprop form through the backend.
-void dsv3_t_linear(dsv3_train *tr, float *y, const float *x, int N, const float *W, const float *bias, int out, int in);
+void dsv3_t_linear(dsv3_train *tr, dsv3_lin_role role, float *y, const float *x, int N, const float *W, const float *bias, int out, int in);
 // dX (=, or += when acc) dY·W and dW += dYᵀ·X, dbias += Σ rows dY (when non-NULL).
-void dsv3_t_linear_bwd(dsv3_train *tr, float *dx, int acc, float *dW, float *dbias, const float *dy, const float *x,
+void dsv3_t_linear_bwd(dsv3_train *tr, dsv3_lin_role role, float *dx, int acc, float *dW, float *dbias, const float *dy, const float *x,
                        const float *W, int N, int out, int in);
+
+// The FP8 Linear forms (train_fp8.c): y = bf16(fprop); dx (=, += when acc) bf16(dgrad); dW += wgrad.
+void dsv3_fp8_linear_fwd(dsv3_train *tr, dsv3_lin_role role, float *y, const float *x, int N, const float *W, int out, int in);
+void dsv3_fp8_linear_bwd(dsv3_train *tr, dsv3_lin_role role, float *dx, int acc, float *dW, const float *dy, const float *x,
+                         const float *W, int N, int out, int in);
+void dsv3_fp8_state_free(dsv3_fp8_state *s);
+void dsv3_fp8_new_step(dsv3_fp8_state *s); // weights may have changed: requantize on first use
 
 void dsv3_t_attn_fwd(dsv3_train *tr, dsv3_layer_acts *a, dsv3_attn_mode mode);
 void dsv3_t_attn_bwd(dsv3_train *tr, dsv3_layer_acts *a, dsv3_attn_mode mode, float *dxn1, const float *dout);

@@ -41,6 +41,7 @@ void dsv3_train_cfg_defaults(dsv3_train_cfg *c) {
     c->keep_checkpoints = 2;
     c->max_bad_steps = 5;
     c->attn = DSV3_ATTN_NAIVE;
+    dsv3_fp8_recipe_default(&c->fp8);
 }
 
 static volatile sig_atomic_t g_interrupted;
@@ -183,7 +184,9 @@ static char *state_json(const dsv3_train_cfg *c, const progress *pr, const data_
         {"shuffle", c->shuffle}, {"clip", c->clip}, {"mtp_weight", c->mtp_weight}, {"seq_aux", c->seq_aux},
         {"bias_speed", c->bias_speed}, {"beta1", c->adam.beta1}, {"beta2", c->adam.beta2}, {"eps", c->adam.eps},
         {"weight_decay", c->adam.weight_decay}, {"attn", c->attn}, {"save_dtype", c->save_dtype},
-        {"precision", c->precision}};
+        {"precision", c->precision}, {"fp8_scale_ue8m0", c->fp8.scale_fmt == DSV3_SCALE_UE8M0},
+        {"fp8_accum_nc", c->fp8.acc.mode == DSV3_FP8_ACC_FP32 ? -1 : c->fp8.acc.nc}, {"fp8_dgrad_block", c->fp8.dgrad_block},
+        {"fp8_wgrad_x_high", c->fp8.wgrad_x_high}};
     for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) cJSON_AddNumberToObject(r, kv[i].k, kv[i].v);
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
@@ -505,12 +508,24 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
         cfg.adam.beta1 = RV("beta1"); cfg.adam.beta2 = RV("beta2"); cfg.adam.eps = RV("eps"); cfg.adam.weight_decay = RV("weight_decay");
         cfg.attn = (dsv3_attn_mode)(int)RV("attn");
         cfg.precision = isnan(RV("precision")) ? 0 : (int)RV("precision"); // states written before --precision: fp32
+        dsv3_fp8_recipe_default(&cfg.fp8);
+        if (cfg.precision == 2) {
+            const double ue = RV("fp8_scale_ue8m0"), nc = RV("fp8_accum_nc"), db = RV("fp8_dgrad_block"), wh = RV("fp8_wgrad_x_high");
+            char acc[32];
+            snprintf(acc, sizeof acc, nc == 0 ? "hopper14" : "promote:%d", (int)nc);
+            if (!(ue == 0 || ue == 1) || !(db == 0 || db == 1) || !(wh == 0 || wh == 1) || !(nc >= -1 && nc <= 4096) ||
+                (nc >= 0 && dsv3_fp8_accum_parse(acc, &cfg.fp8.acc) < 0))
+                BAD("%s/trainer_state.bin: the FP8 recipe in its header is malformed", cfg.resume_dir);
+            cfg.fp8.scale_fmt = ue ? DSV3_SCALE_UE8M0 : DSV3_SCALE_AMAX;
+            cfg.fp8.dgrad_block = (int)db;
+            cfg.fp8.wgrad_x_high = (int)wh;
+        }
         if (!cfg.save_dtype_set) { cfg.save_dtype = (dsv3_save_dtype)(int)RV("save_dtype"); cfg.save_dtype_set = 1; }
 #undef RV
         if (!(cfg.lr > 0) || !(cfg.clip > 0) || !(cfg.warmup >= 0) || !(cfg.schedule >= 0 && cfg.schedule <= 2) || !(cfg.adam.beta1 >= 0 && cfg.adam.beta1 < 1) ||
             !(cfg.adam.beta2 >= 0 && cfg.adam.beta2 < 1) || !(cfg.adam.eps >= 0) || !(cfg.adam.weight_decay >= 0) || isnan(cfg.mtp_weight) ||
             !(cfg.seq_aux >= 0) || isnan(cfg.bias_speed) || !(cfg.attn == DSV3_ATTN_NAIVE || cfg.attn == DSV3_ATTN_ABSORB) ||
-            !(cfg.save_dtype >= DSV3_SAVE_F32 && cfg.save_dtype <= DSV3_SAVE_FP8) || !(cfg.precision == 0 || cfg.precision == 1))
+            !(cfg.save_dtype >= DSV3_SAVE_F32 && cfg.save_dtype <= DSV3_SAVE_FP8) || !(cfg.precision >= 0 && cfg.precision <= 2))
             BAD("%s/trainer_state.bin: the recipe in its header is malformed", cfg.resume_dir);
         const cJSON *sd = cJSON_GetObjectItemCaseSensitive(st, "seed");
         if (cJSON_IsString(sd)) { cfg.seed = strtoull(sd->valuestring, NULL, 16); d.seed = cfg.seed; }
@@ -544,6 +559,7 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
 
     tr = dsv3_train_new(&tm, micro, d.T, cfg.precision ? dsv3_backend_cpu_bf16() : dsv3_backend_cpu(), MAX_TRAIN_BYTES);
     if (!tr) BADE();
+    if (cfg.precision == 2 && dsv3_train_set_fp8(tr, &cfg.fp8) < 0) BADE();
 
     // output folder: one writer at a time
     {
@@ -588,6 +604,14 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
                 "%lld tokens, lr %g, warmup %ld; activations %.1f MiB + workspace %.1f MiB\n",
                 tm.tab.trainable, tm.tab.n_mtp, cfg.batch, d.T, n_micro, micro, pr.total_tokens, cfg.lr, cfg.warmup,
                 ab / 1048576.0, wb / 1048576.0);
+        char acc[32];
+        if (cfg.precision == 2)
+            fprintf(stderr, "dsv3 train: precision fp8 (E4M3 Linears, %s scales, accumulator %s, dY %s, Wgrad X %s), %s moments\n",
+                    cfg.fp8.scale_fmt == DSV3_SCALE_UE8M0 ? "ue8m0" : "amax", dsv3_fp8_accum_name(&cfg.fp8.acc, acc, sizeof acc),
+                    cfg.fp8.dgrad_block ? "128x128 blocks" : "1x128 tiles", cfg.fp8.wgrad_x_high ? "from high precision" : "re-tiled",
+                    opt.mb ? "bf16" : "f32");
+        else
+            fprintf(stderr, "dsv3 train: precision %s, %s moments\n", cfg.precision ? "bf16" : "fp32", opt.mb ? "bf16" : "f32");
     }
     eval_res e0;
     double first_maxvio = NAN, last_maxvio = NAN;

@@ -3,6 +3,7 @@
 // auxiliary-loss-free bias update, metrics, evaluation, checkpoints, exact resume.
 #pragma once
 #include "model/forward.h"
+#include "model/train.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
 #include <stdint.h>
@@ -36,7 +37,9 @@ typedef struct {
     int keep_checkpoints;
     int max_bad_steps;
     dsv3_attn_mode attn;
-    int precision;             // 0 fp32 GEMMs, 1 bf16 GEMM inputs with fp32 accumulation (dsv3_backend_cpu_bf16)
+    int precision;             // 0 fp32 GEMMs, 1 bf16 GEMM inputs with fp32 accumulation (dsv3_backend_cpu_bf16),
+                               // 2 DeepSeek-V3's FP8 recipe (fp8 below) on the bf16 backend
+    dsv3_fp8_recipe fp8;       // the FP8 recipe with precision 2 (dsv3_fp8_recipe_default)
     int quiet;
     long stop_at;              // > 0: end this invocation after that optimizer step (saving), budget unspent
 } dsv3_train_cfg;

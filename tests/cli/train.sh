@@ -191,6 +191,28 @@ if [ "$(id -u)" -ne 0 ]; then   # root ignores permissions
 fi
 expect_exit 2 "an --out that cannot be created (/proc)" "${TR[@]}" --steps 2 --out /proc/dsv3-train-test
 
+# ---- --precision bf16 / fp8 ---------------------------------------------------------------------
+expect_exit 2 "--fp8-accum without --precision fp8" "${TR[@]}" --steps 2 --fp8-accum hopper14 --out "$O"
+expect_exit 2 "--precision fp4" "${TR[@]}" --steps 2 --precision fp4 --out "$O"
+expect_exit 2 "--fp8-dgrad rows" "${TR[@]}" --steps 2 --precision fp8 --fp8-dgrad rows --out "$O"
+check "nothing written after bad precision options" test ! -e "$O"
+expect_exit 0 "bf16: 8 steps" "${TR[@]}" --steps 8 --batch 4 --precision bf16 --out "$TMP/P16"
+expect_exit 0 "fp8: 8 steps straight" "${TR[@]}" --steps 8 --batch 4 --precision fp8 --out "$TMP/P8"
+check "fp8 recipe in the trainer state (precision 2, exact accumulator, bf16 moments)" bash -c \
+  'grep -aq "\"precision\":[[:space:]]*2" "$0/trainer_state.bin" && grep -aq "\"fp8_accum_nc\":[[:space:]]*-1" "$0/trainer_state.bin"' "$TMP/P8"
+check "fp8 weights differ from bf16" bash -c '! cmp -s "$0/model.safetensors" "$1/model.safetensors"' "$TMP/P8" "$TMP/P16"
+l16=$(grep '"step": 8' "$TMP/P16/metrics.jsonl" | sed 's/.*"loss": \([0-9.e+-]*\).*/\1/')
+l8=$(grep '"step": 8' "$TMP/P8/metrics.jsonl" | sed 's/.*"loss": \([0-9.e+-]*\).*/\1/')
+l8a=$(grep '"step": 1,' "$TMP/P8/metrics.jsonl" | sed 's/.*"loss": \([0-9.e+-]*\).*/\1/')
+check "fp8 trains: step-8 loss $l8 < step-1 loss $l8a, within 2% of bf16's $l16" awk -v a="$l8a" -v b="$l8" -v c="$l16" \
+  'BEGIN { d = b - c; if (d < 0) d = -d; exit !(b < a && d < 0.02 * c) }'
+expect_exit 0 "fp8 hopper14: 4 of 8 steps" "${TR[@]}" --steps 8 --batch 4 --precision fp8 --fp8-accum hopper14 --stop-at 4 --out "$TMP/P8h"
+expect_exit 0 "fp8 hopper14: --resume keeps the recipe" "$DSV3" train --resume "$TMP/P8h" "${RS[@]}" --batch 4 --out "$TMP/P8h"
+check "resumed state still hopper14" grep -aq '"fp8_accum_nc":[[:space:]]*0' "$TMP/P8h/trainer_state.bin"
+expect_exit 0 "fp8 hopper14: 8 straight" "${TR[@]}" --steps 8 --batch 4 --precision fp8 --fp8-accum hopper14 --out "$TMP/P8s"
+check "fp8 resume byte-identical to 8 straight" same "$TMP/P8h" "$TMP/P8s"
+check "hopper14 differs from exact accumulation" bash -c '! cmp -s "$0/model.safetensors" "$1/model.safetensors"' "$TMP/P8" "$TMP/P8s"
+
 # ---- save dtypes: bf16 and fp8 load in dsv3 logits; fp8 close to f32 ------------------------------
 # the same run saved three ways (the fp32 masters are the same; only the file differs)
 expect_exit 0 "--save-dtype bf16" "${TR[@]}" --steps 8 --batch 4 --init-std 0.1 --save-dtype bf16 --out "$TMP/D16"

@@ -39,6 +39,10 @@ MUTATIONS = {
     "bal_full_T_in_mtp": "MTP block's f_i and P_i over T instead of the T-k routed tokens",
 }
 MUT = set()
+# WRAP(W) -> W': an optional view of the weight dict the loss is computed through (after the leaves are made).
+# make_fp8_train_fixtures.py uses it to run every Linear as an emulated FP8 GEMM; values that are not plain
+# tensors must expose .grad (the leaf's).
+WRAP = None
 
 
 def fp32_dequant_(W, d, c):
@@ -68,7 +72,10 @@ def rope_fp32(c, T):
     return (ang.cos() * att).to(D), (ang.sin() * att).to(D), msq
 
 
-def check_case(d):
+def compute_case(d):
+    """The loss of issue 7 on case directory d and its autograd gradients: (exp, loss, main, mtp, balance,
+    bal per layer, grads {name: float64 tensor} for every trainable tensor under both names of the MTP copies,
+    the main logits [T, V] of each row)."""
     c = cmf.read_config(d)
     W = cmf.read_weights(d, c)
     fp8_dequant = c.get("quantization_config")
@@ -95,6 +102,8 @@ def check_case(d):
                 assert torch.equal(W[copy].detach(), W[main].detach()), f"{copy} differs from {main}"
                 del P[copy]
             W[copy] = W[main]
+    if WRAP is not None:
+        W = WRAP(W)
     cos, sin, msq = rope_fp32(c, T)
     eps = c["rms_norm_eps"]
     recorded = []
@@ -107,6 +116,7 @@ def check_case(d):
     cmf.route = route
     try:
         main = 0.0
+        logits_rows = []
         mtp_terms = [0.0] * nm
         bal = {}
         for r in range(B):
@@ -117,6 +127,7 @@ def check_case(d):
                 h = cmf.layer(h, W, i, c, cos, sin, msq, [])
             hf = cmf.rmsnorm(h, W["model.norm.weight"], eps)
             lg = hf @ W["lm_head.weight"].T
+            logits_rows.append(lg.detach())
             main = main + -lg.log_softmax(-1).gather(1, ids[1:, None]).sum()
             keys = [f"layer{i}" for i in range(c.get("first_k_dense_replace", 0), N)]
             hk = hf
@@ -156,7 +167,17 @@ def check_case(d):
     balance = sum(bal.values()) if bal else torch.zeros((), dtype=D)
     loss = main + mtp + balance
     loss.backward()
+    names = set(P) | {f"model.layers.{N + k}.{s}" for k in range(nm) for s in ("embed_tokens.weight",
+                                                                                 "shared_head.head.weight")}
+    grads = {k: (W[k].grad if W[k].grad is not None else torch.zeros_like(P[k] if k in P else W[k].detach()))
+             for k in sorted(names)}
+    return exp, c, loss, main, mtp, balance, bal, grads, logits_rows
 
+
+def check_case(d):
+    exp, c, loss, main, mtp, balance, bal, grads, _ = compute_case(d)
+    ref = load_file(os.path.join(d, "grads.safetensors"))
+    fp8_dequant = c.get("quantization_config")
     report = {}
     for name, got, want in (("loss", loss, exp["loss"]), ("main", main, exp["main"]), ("mtp", mtp, exp["mtp"]),
                             ("balance", balance, exp["balance"])):
@@ -166,12 +187,9 @@ def check_case(d):
         dd = abs(float(bal[k].detach()) - v)
         report[f"balance[{k}]"] = (dd <= 1e-8, dd)
     # gradients: every trainable tensor, both names of the shared embedding / head
-    names = set(P) | {f"model.layers.{N + k}.{s}" for k in range(nm) for s in ("embed_tokens.weight",
-                                                                                 "shared_head.head.weight")}
-    assert set(ref) == names, sorted(set(ref) ^ names)[:8]
+    assert set(ref) == set(grads), sorted(set(ref) ^ set(grads))[:8]
     worst, wname = 0.0, None
-    for k in sorted(names):
-        g = W[k].grad if W[k].grad is not None else torch.zeros_like(W[k])
+    for k, g in grads.items():
         rn = ref[k].to(D).norm().item()
         rel = (g - ref[k].to(D)).norm().item() / rn if rn > 0 else (0.0 if g.norm().item() == 0 else math.inf)
         if rel > worst:

@@ -9,12 +9,24 @@
 
 static dsv3_backend g_cpu;
 
+void dsv3_fp8_gemm_beta_ref(const dsv3_fp8_gemm_args *g, const dsv3_fp8_acc *acc, float *C, int ldc, float beta);
+
+// The promoted fp32 model on the bf16 kernels where the CPU has them (same sums, another order inside
+// each 128-wide group); the limited-accumulator models and older CPUs run the reference.
+static void fp8_gemm_cpu(const dsv3_fp8_gemm_args *g, const dsv3_fp8_acc *acc, float *C, int ldc, float beta) {
+    if (acc->mode == DSV3_FP8_ACC_FP32 && dsv3_matmul_get_isa() >= DSV3_ISA_AVX512 && (beta == 0.0f || beta == 1.0f))
+        dsv3_fp8_bgemm(g, C, ldc, beta);
+    else
+        dsv3_fp8_gemm_beta_ref(g, acc, C, ldc, beta);
+}
+
 const dsv3_backend *dsv3_backend_cpu(void) {
     static int init;
     if (!__atomic_load_n(&init, __ATOMIC_ACQUIRE)) {
         dsv3_backend b = *dsv3_backend_ref();
         b.name = "cpu";
         b.gemm = dsv3_sgemm;
+        b.fp8_gemm = fp8_gemm_cpu;
         b.attn_fwd = dsv3_attn_fwd_cpu;
         b.attn_bwd = dsv3_attn_bwd_cpu;
         b.rmsnorm_fwd = dsv3_rmsnorm_fwd_cpu;

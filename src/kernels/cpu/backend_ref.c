@@ -11,6 +11,21 @@
 
 // ---- GEMM -------------------------------------------------------------------------------------
 
+// The FP8 GEMM reference (numerics/fp8_gemm.c); beta 1 goes through a temporary. Arguments are the
+// training code's own (shapes checked there), so a failure here is a programming error.
+void dsv3_fp8_gemm_beta_ref(const dsv3_fp8_gemm_args *g, const dsv3_fp8_acc *acc, float *C, int ldc, float beta) {
+    if (g->M == 0 || g->N == 0) return;
+    if (beta == 0.0f) {
+        DSV3_ASSERT(dsv3_fp8_gemm(g, acc, C, DSV3_F32, ldc) == 0);
+        return;
+    }
+    float *t = dsv3_malloc(sizeof(float) * (size_t)g->M * g->N);
+    DSV3_ASSERT(dsv3_fp8_gemm(g, acc, t, DSV3_F32, g->N) == 0);
+    for (int i = 0; i < g->M; i++)
+        for (int j = 0; j < g->N; j++) C[(size_t)i * ldc + j] += beta * t[(size_t)i * g->N + j];
+    free(t);
+}
+
 static void gemm_ref(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                    const float *B, int ldb, float beta, float *C, int ldc) {
     for (int i = 0; i < M; i++)
@@ -207,6 +222,7 @@ static double xent_ref(const float *logits, const int32_t *target, int rows, int
 static const dsv3_backend g_ref = {
     .name = "ref",
     .gemm = gemm_ref,
+    .fp8_gemm = dsv3_fp8_gemm_beta_ref,
     .attn_fwd = attn_fwd_ref,
     .attn_bwd = attn_bwd_ref,
     .rmsnorm_fwd = rmsnorm_fwd_ref,
