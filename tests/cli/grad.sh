@@ -84,4 +84,13 @@ expect_exit 2 "bad --fp8-accum" "$DSV3" grad --model "$A" --rows "$A/rows.npy" -
 expect_exit 2 "bad --scale-format" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/gx.st" --precision fp8 --scale-format e8
 expect_exit 2 "fp8 knob without --precision fp8" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/gx.st" --fp8-dgrad block
 check "nothing written on bad fp8 options" test ! -e "$TMP/gx.st"
+# logits --precision: the training forward (its fp8 logits are checked against the oracle in test_fp8_train.c)
+expect_exit 0 "logits --precision fp8 --attn naive" "$DSV3" logits --model "$A" --ids 1,2,3,4,5 --attn naive --precision fp8 --out "$TMP/l8.npy"
+expect_exit 0 "logits --precision bf16 --mtp" "$DSV3" logits --model "$A" --ids 1,2,3,4,5 --precision bf16 --mtp --out "$TMP/l16m.npy"
+expect_exit 0 "logits fp32" "$DSV3" logits --model "$A" --ids 1,2,3,4,5 --attn naive --out "$TMP/l32.npy"
+check "fp8 logits differ from fp32, same size" bash -c '! cmp -s "$0" "$1" && [ "$(stat -c %s "$0")" = "$(stat -c %s "$1")" ]' "$TMP/l8.npy" "$TMP/l32.npy"
+check "MTP logits: T-1 rows" bash -c '[ "$(stat -c %s "$0")" -lt "$(stat -c %s "$1")" ]' "$TMP/l16m.npy" "$TMP/l32.npy"
+expect_exit 2 "logits: fp8 knob without fp8" "$DSV3" logits --model "$A" --ids 1,2 --scale-format ue8m0 --out "$TMP/lx.npy"
+expect_exit 2 "logits fp8: id outside the vocabulary" "$DSV3" logits --model "$A" --ids 1,100000 --precision fp8 --out "$TMP/lx.npy"
+check "nothing written on bad logits input" test ! -e "$TMP/lx.npy"
 finish

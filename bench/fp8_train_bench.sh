@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# FP8-vs-BF16 twin runs (issue 9, docs/FP8_TRAINING.md): configs/tiny.json (MLA + DeepSeekMoE + MTP,
+# 10.3M parameters) on the main job's corpus (data/shards-tiny, built by `make run` / scripts/main.sh),
+# identical init and data order for every precision, then bench/fp8_train_report.py writes the tables
+# and plots into docs/FP8_TRAINING.md.
+#
+#   bash bench/fp8_train_bench.sh [RUNS_DIR]     (default data/runs/fp8; about 70 min on 2 cores)
+#
+# Runs already complete in RUNS_DIR are kept (delete a folder to rerun it). Knobs: STEPS (default 200),
+# HOPPER_STEPS (default 16: the hopper14 accumulator runs on the scalar emulation, ~50x slower; it
+# follows the same schedule and stops early), THREADS (default 2), DSV3 (the binary, default ./dsv3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-data/runs/fp8}
+STEPS=${STEPS:-200}
+HOPPER_STEPS=${HOPPER_STEPS:-16}
+THREADS=${THREADS:-2}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+DSV3=${DSV3:-./dsv3}
+[ -x "$DSV3" ] || make -j"$(nproc)" dsv3
+[ -s data/shards-tiny/manifest.json ] || { echo "fp8_train_bench: data/shards-tiny is missing: run 'make run' (or scripts/main.sh) first" >&2; exit 2; }
+mkdir -p "$RUNS"
+COMMON=(--config configs/tiny.json --data data/shards-tiny --steps "$STEPS" --batch 8 --micro-batch 8 --lr 2e-3 --warmup 20
+        --init-std 0.02 --eval-every 25 --eval-rows 64 --log-every 25 --threads "$THREADS")
+run() { # name, stop step, options...
+  local name=$1 stop=$2; shift 2
+  local out=$RUNS/$name
+  if [ -s "$out/metrics.jsonl" ] && [ "$(grep -c '"step":' "$out/metrics.jsonl")" -ge "$stop" ] && [ -s "$out/model.safetensors" ]; then
+    echo "== $name: complete in $out (kept)" >&2; return 0
+  fi
+  rm -rf "$out"
+  local extra=(); [ "$stop" -lt "$STEPS" ] && extra=(--stop-at "$stop")
+  echo "== $name: ./dsv3 train ${COMMON[*]} $* ${extra[*]} --out $out" >&2
+  printf '%s\n' "./dsv3 train ${COMMON[*]} $* ${extra[*]} --out $out" > "$RUNS/$name.cmd"
+  "$DSV3" train "${COMMON[@]}" "$@" "${extra[@]}" --out "$out" 2> "$RUNS/$name.log"
+}
+run fp8 "$STEPS" --precision fp8
+run bf16 "$STEPS" --precision bf16
+run fp32 "$STEPS" --precision fp32
+run bf16-seed2 "$STEPS" --precision bf16 --seed 2
+run fp8-dgrad-block "$STEPS" --precision fp8 --fp8-dgrad block
+run fp8-hopper14 "$HOPPER_STEPS" --precision fp8 --fp8-accum hopper14
+python3 bench/fp8_train_report.py "$RUNS"
