@@ -214,6 +214,45 @@ static void edge_cases(void) {
     CHECK(sent == 12345.0f && qs == 0xAB, "empty shapes write nothing");
 }
 
+// dsv3_quant_1x128_t_e4m3 (xᵀ quantized without a transpose) against transposing and running
+// dsv3_quant_1x128_e4m3: bit-identical codes and scales, on shapes with partial tiles and column
+// chunks, both scale formats, with outliers, zeros, a NaN and an inf in some tiles.
+static void transposed_quant(void) {
+    const int shapes[][2] = {{150, 136}, {128, 64}, {1, 200}, {300, 7}, {257, 129}};
+    uint64_t r = 12345;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int M = shapes[si][0], K = shapes[si][1], nmt = (M + 127) / 128;
+        float *x = malloc(sizeof(float) * (size_t)M * K), *xt = malloc(sizeof(float) * (size_t)M * K);
+        for (size_t i = 0; i < (size_t)M * K; i++) {
+            r ^= r << 13; r ^= r >> 7; r ^= r << 17;
+            x[i] = (float)((double)(r >> 11) / 9007199254740992.0 - 0.5) * (i % 61 == 0 ? 1e3f : 1.0f);
+        }
+        if (M * K > 1000) { x[17] = NAN; x[(size_t)M * K - 1] = INFINITY; x[5 * K + 3] = 0.0f; }
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < K; j++) xt[(size_t)j * M + i] = x[(size_t)i * K + j];
+        for (int ue = 0; ue < 2; ue++) {
+            uint8_t *q1 = malloc((size_t)M * K), *q2 = malloc((size_t)M * K);
+            float *s1 = malloc(sizeof(float) * (size_t)K * nmt), *s2 = malloc(sizeof(float) * (size_t)K * nmt);
+            dsv3_quant_1x128_e4m3(q1, s1, xt, K, M, (dsv3_scale_fmt)ue);
+            dsv3_quant_1x128_t_e4m3(q2, s2, x, M, K, (dsv3_scale_fmt)ue);
+            CHECK(!memcmp(q1, q2, (size_t)M * K), "quant_1x128_t %dx%d ue8m0=%d: codes differ from transpose + quant", M, K, ue);
+            CHECK(!memcmp(s1, s2, sizeof(float) * (size_t)K * nmt), "quant_1x128_t %dx%d ue8m0=%d: scales differ", M, K, ue);
+            // the fused re-tiling equals the reference one
+            uint8_t *qa = malloc((size_t)M * K), *r1 = malloc((size_t)M * K), *r2 = malloc((size_t)M * K);
+            float *sa = malloc(sizeof(float) * (size_t)M * ((K + 127) / 128)), *t1 = malloc(sizeof(float) * (size_t)K * nmt),
+                  *t2 = malloc(sizeof(float) * (size_t)K * nmt);
+            dsv3_quant_1x128_e4m3(qa, sa, x, M, K, (dsv3_scale_fmt)ue);
+            dsv3_quant_retile_1x128_t_e4m3(r1, t1, qa, sa, M, K, (dsv3_scale_fmt)ue);
+            dsv3_quant_retile_fused_1x128_t_e4m3(r2, t2, qa, sa, M, K, (dsv3_scale_fmt)ue);
+            CHECK(!memcmp(r1, r2, (size_t)M * K) && !memcmp(t1, t2, sizeof(float) * (size_t)K * nmt),
+                  "fused retile %dx%d ue8m0=%d differs from the reference retile", M, K, ue);
+            free(qa); free(r1); free(r2); free(sa); free(t1); free(t2);
+            free(q1); free(q2); free(s1); free(s2);
+        }
+        free(x); free(xt);
+    }
+}
+
 int main(void) {
     CHECK(dsv3_quant_scale(0.0f, 448.0f, DSV3_SCALE_AMAX) == 1e-4f / 448.0f, "clamp");
     CHECK(dsv3_quant_scale(448.0f, 448.0f, DSV3_SCALE_AMAX) == 1.0f && dsv3_quant_scale(448.0f, 448.0f, DSV3_SCALE_UE8M0) == 1.0f, "exact powers");
@@ -221,5 +260,6 @@ int main(void) {
     fixture_tests();
     retile_exactness();
     edge_cases();
+    transposed_quant();
     return test_report("test_quant");
 }

@@ -24,6 +24,20 @@ typedef struct {
 
 typedef struct { size_t cap, off; char *p; } arena;
 
+// The FP8 copy of a Linear input, made by the Fprop and reused by the backward's Wgrad (re-tiled) and
+// by other Linears reading the same input in the same step (q_a/kv_a, gate/up): keyed by the input's
+// address, shape and scale format; valid for the step generation it was made in (every input buffer is
+// written once per step: per-layer activations).
+typedef struct {
+    const float *x;
+    int N, in;
+    dsv3_scale_fmt f;
+    unsigned gen;
+    size_t cap;           // bytes of q
+    uint8_t *q;           // (N, in) codes
+    float *s;             // (N, ceil in) scales
+} xcache;
+
 struct dsv3_fp8_state {
     dsv3_fp8_recipe r;
     unsigned gen;
@@ -32,6 +46,8 @@ struct dsv3_fp8_state {
     wcache *w;            // (nm)
     int nthr;
     arena *scr;           // (nthr) per-thread scratch
+    int nx, capx;
+    xcache **xc;          // (nx) input codes (each entry allocated once: pointers stay valid)
 };
 
 static int ceil128(int n) { return (n + DSV3_QUANT_TILE - 1) / DSV3_QUANT_TILE; }
@@ -73,6 +89,8 @@ void dsv3_fp8_state_free(dsv3_fp8_state *s) {
     if (!s) return;
     for (int i = 0; i < s->nm; i++) { free(s->w[i].q); free(s->w[i].qt); free(s->w[i].s); free(s->w[i].st); }
     for (int t = 0; t < s->nthr; t++) free(s->scr[t].p);
+    for (int i = 0; i < s->nx; i++) { free(s->xc[i]->q); free(s->xc[i]->s); free(s->xc[i]); }
+    free(s->xc);
     free(s->w); free(s->off); free(s->scr);
     free(s);
 }
@@ -80,6 +98,7 @@ void dsv3_fp8_state_free(dsv3_fp8_state *s) {
 void dsv3_fp8_new_step(dsv3_fp8_state *s) {
     if (++s->gen == 0) { // wrapped: invalidate everything
         for (int i = 0; i < s->nm; i++) s->w[i].gen = s->w[i].gen_t = 0;
+        for (int i = 0; i < s->nx; i++) s->xc[i]->gen = 0;
         s->gen = 1;
     }
 }
@@ -176,15 +195,53 @@ static dsv3_scale_fmt grad_fmt(const dsv3_fp8_state *s, dsv3_lin_role role) {
     return (role == DSV3_LIN_FP8_EXPOUT || s->r.scale_fmt == DSV3_SCALE_UE8M0) ? DSV3_SCALE_UE8M0 : DSV3_SCALE_AMAX;
 }
 
+// y = bf16(y) in place: dsv3_f32_to_bf16 (RNE, NaN kept quiet) on the bits, branch-free so it vectorizes.
 static void round_bf16(float *y, size_t n) {
-    #pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) y[i] = dsv3_bf16_to_f32(dsv3_f32_to_bf16(y[i]));
+    #pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, y + i, 4);
+        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+        r = (u & 0x7fffffffu) > 0x7f800000u ? ((u & 0xffff0000u) | 0x00400000u) : r;
+        memcpy(y + i, &r, 4);
+    }
 }
 
-static void transpose(float *t, const float *x, int rows, int cols) { // t (cols, rows) = xᵀ
-    #pragma omp parallel for schedule(static) if ((size_t)rows * cols > 65536)
-    for (int j = 0; j < cols; j++)
-        for (int i = 0; i < rows; i++) t[(size_t)j * rows + i] = x[(size_t)i * cols + j];
+
+// The cache entry of Linear input x (N, in) with scale format f; fill_codes makes its E4M3 1×128 codes
+// for this step on first use.
+static xcache *input_codes(dsv3_fp8_state *s, const float *x, int N, int in, dsv3_scale_fmt f) {
+    xcache *e = NULL;
+    #pragma omp critical(dsv3_fp8_xcache)
+    {
+        for (int i = 0; i < s->nx && !e; i++)
+            if (s->xc[i]->x == x && s->xc[i]->N == N && s->xc[i]->in == in && s->xc[i]->f == f) e = s->xc[i];
+        if (!e) {
+            if (s->nx == s->capx) {
+                s->capx = s->capx ? 2 * s->capx : 64;
+                xcache **n = realloc(s->xc, sizeof *n * (size_t)s->capx);
+                DSV3_ASSERT(n != NULL);
+                s->xc = n;
+            }
+            e = dsv3_calloc(1, sizeof *e);
+            e->x = x; e->N = N; e->in = in; e->f = f;
+            s->xc[s->nx++] = e;
+        }
+    }
+    return e; // used only by the thread whose Linear reads x (the routed experts' inputs are distinct)
+}
+
+static void fill_codes(dsv3_fp8_state *s, xcache *e) {
+    if (e->gen == s->gen) return;
+    const size_t n = (size_t)e->N * e->in;
+    if (e->cap < n || !e->q) {
+        free(e->q); free(e->s);
+        e->q = dsv3_malloc(n ? n : 1);
+        e->s = dsv3_malloc(sizeof(float) * ((size_t)e->N * ceil128(e->in) + 1));
+        e->cap = n;
+    }
+    dsv3_quant_1x128_e4m3(e->q, e->s, e->x, e->N, e->in, e->f);
+    e->gen = s->gen;
 }
 
 // ---- the three GEMMs ----------------------------------------------------------------------------
@@ -193,11 +250,9 @@ void dsv3_fp8_linear_fwd(dsv3_train *tr, dsv3_lin_role role, float *y, const flo
     dsv3_fp8_state *s = tr->fp8;
     const int nk = ceil128(in);
     wcache *w = weight_codes(tr, W, out, in, 0);
-    arena *a = scratch(tr, SZ((size_t)N * in) + SZ(sizeof(float) * (size_t)N * nk));
-    uint8_t *qx = take(a, (size_t)N * in);
-    float *sx = take(a, sizeof(float) * (size_t)N * nk);
-    dsv3_quant_1x128_e4m3(qx, sx, x, N, in, in_fmt(s, role));
-    dsv3_fp8_gemm_args g = {.M = N, .N = out, .K = in, .a = qx, .lda = in, .sa = sx, .sa_stride_m = nk, .sa_stride_k = 1,
+    xcache *e = input_codes(s, x, N, in, in_fmt(s, role));
+    fill_codes(s, e);
+    dsv3_fp8_gemm_args g = {.M = N, .N = out, .K = in, .a = e->q, .lda = in, .sa = e->s, .sa_stride_m = nk, .sa_stride_k = 1,
                             .b = w->q, .ldb = in, .sb = w->s, .b_block_n = 128};
     tr->be->fp8_gemm(&g, &s->r.acc, y, out, 0.0f);
     round_bf16(y, (size_t)N * out);
@@ -228,7 +283,8 @@ void dsv3_fp8_linear_bwd(dsv3_train *tr, dsv3_lin_role role, float *dx, int acc,
                  + SZ(4 * Nout) + SZ(Nout) + SZ(4 * (size_t)out * nt)              // dYᵀ, its codes, scales
                  + SZ(Nin) + SZ(4 * (size_t)N * ni)                               // X codes (re-tiling source)
                  + SZ(Nin) + SZ(4 * (size_t)in * nt)                              // Xᵀ codes, scales
-                 + SZ(4 * Nin) + SZ(2 * Nin) * 2 + SZ(4 * (size_t)in * nt);       // Xᵀ fp32, E5M6 codes ×2
+                 + SZ(4 * Nin) + SZ(2 * Nin) * 2 + SZ(4 * (size_t)in * nt)        // Xᵀ fp32, E5M6 codes ×2
+                 + SZ(4 * Nin);                                                   // dequantized X
     arena *a = scratch(tr, bytes);
     if (dx) {
         wcache *w = weight_codes(tr, W, out, in, 1);
@@ -247,11 +303,9 @@ void dsv3_fp8_linear_bwd(dsv3_train *tr, dsv3_lin_role role, float *dx, int acc,
         a->off = 0; // the dgrad pieces are dead: reuse the scratch
     }
     // Wgrad: A = dYᵀ in 1×128 tiles along tokens
-    float *dyt = take(a, 4 * Nout);
     uint8_t *qdt = take(a, Nout);
     float *sdt = take(a, 4 * (size_t)out * nt);
-    transpose(dyt, dy, N, out);
-    dsv3_quant_1x128_e4m3(qdt, sdt, dyt, out, N, fg);
+    dsv3_quant_1x128_t_e4m3(qdt, sdt, dy, N, out, fg);
     // B = Xᵀ in 1×128 tiles along tokens
     uint8_t *qxt = take(a, Nin);
     float *sxt = take(a, 4 * (size_t)in * nt);
@@ -263,14 +317,11 @@ void dsv3_fp8_linear_bwd(dsv3_train *tr, dsv3_lin_role role, float *dx, int acc,
         dsv3_dequant_1x128_e5m6(xt, q16t, s16t, in, N);
         dsv3_quant_1x128_e4m3(qxt, sxt, xt, in, N, fx);
     } else if (s->r.wgrad_x_high) {
-        float *xt = take(a, 4 * Nin);
-        transpose(xt, x, N, in);
-        dsv3_quant_1x128_e4m3(qxt, sxt, xt, in, N, fx);
-    } else { // re-tile the forward's codes (quantization is deterministic: the same codes as the Fprop's)
-        uint8_t *qx = take(a, Nin);
-        float *sx = take(a, 4 * (size_t)N * ni);
-        dsv3_quant_1x128_e4m3(qx, sx, x, N, in, fx);
-        dsv3_quant_retile_1x128_t_e4m3(qxt, sxt, qx, sx, N, in, fx);
+        dsv3_quant_1x128_t_e4m3(qxt, sxt, x, N, in, fx);
+    } else { // re-tile the Fprop's codes: their values, quantized again along the tokens
+        xcache *e = input_codes(s, x, N, in, fx);
+        fill_codes(s, e); // a no-op after this step's Fprop
+        dsv3_quant_retile_fused_1x128_t_e4m3(qxt, sxt, e->q, e->s, N, in, fx);
     }
     dsv3_fp8_gemm_args g = {.M = out, .N = in, .K = N, .a = qdt, .lda = N, .sa = sdt, .sa_stride_m = nt, .sa_stride_k = 1,
                             .b = qxt, .ldb = N, .sb = sxt, .b_block_n = 1};

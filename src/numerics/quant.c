@@ -6,6 +6,7 @@
 #include "numerics/bf16.h"
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define T DSV3_QUANT_TILE
 static inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
@@ -17,10 +18,21 @@ float dsv3_quant_scale(float amax, float fmt_max, dsv3_scale_fmt sf) {
     return s;
 }
 
-// max |x| over a tile; fmaxf skips NaN elements (an inf element gives inf).
+// max |x| over a tile, skipping NaN elements (an inf element gives inf). On the bit patterns: for
+// non-NaN floats |x| orders like (bits & 0x7fffffff) as unsigned integers, so this is an integer max
+// reduction, which vectorizes exactly (a float max reduction would not, for its NaN rules).
 static inline float tile_amax(const float *x, int n) {
-    float a = 0.0f;
-    for (int i = 0; i < n; i++) a = fmaxf(a, fabsf(x[i]));
+    uint32_t m = 0;
+    #pragma omp simd reduction(max : m)
+    for (int i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, x + i, 4);
+        u &= 0x7fffffffu;
+        u = u > 0x7f800000u ? 0u : u;
+        m = u > m ? u : m;
+    }
+    float a;
+    memcpy(&a, &m, 4);
     return a;
 }
 
@@ -83,6 +95,67 @@ static void retile_1x128_t(const fmt_ops *f, void *qt, float *st, const void *q,
         }
         free(col);
     }
+}
+
+// xᵀ (K, M) in 1×128 tiles along M, read from x (M, K) directly: per block of 128 rows and a chunk of
+// columns, the column amaxes (vectorized across columns), then the codes into an L1-resident
+// (columns × 128) tile copied out column by column; the same values and arithmetic as transposing
+// first, so the result is bit-identical. With q != NULL the values are x's 1×128 E4M3 codes q
+// times their scales s (the re-tiling of dsv3_quant_retile_1x128_t_e4m3, fused).
+#define QT_COLS 64 // divides 128: a chunk of columns lies in one 1×128 tile of the source codes
+// Row r, columns j0..j0+nj-1 of the source as fp32 into v.
+static inline void qt_row(float *v, const float *x, const uint8_t *q, const float *s, int K, int nk, int r, int j0, int nj) {
+    if (q) {
+        const uint8_t *qr = q + (size_t)r * K + j0;
+        const float sr = s[(size_t)r * nk + j0 / T];
+        #pragma omp simd
+        for (int j = 0; j < nj; j++) v[j] = dsv3_e4m3_to_f32(qr[j]) * sr;
+    } else {
+        memcpy(v, x + (size_t)r * K + j0, sizeof(float) * (size_t)nj);
+    }
+}
+static void quant_t(uint8_t *qt, float *st, const float *x, const uint8_t *q, const float *s, int M, int K, dsv3_scale_fmt sf) {
+    const int nmt = ceil_div(M, T), ncc = ceil_div(K, QT_COLS), nk = ceil_div(K, T);
+    #pragma omp parallel for collapse(2) schedule(static) if ((long)M * K >= (1 << 16))
+    for (int mb = 0; mb < nmt; mb++)
+        for (int cc = 0; cc < ncc; cc++) {
+            const int r0 = mb * T, nr = M - r0 < T ? M - r0 : T, j0 = cc * QT_COLS, nj = K - j0 < QT_COLS ? K - j0 : QT_COLS;
+            uint32_t m[QT_COLS] = {0};
+            float sc[QT_COLS], v[QT_COLS];
+            uint8_t tile[QT_COLS * T];
+            for (int r = r0; r < r0 + nr; r++) {
+                qt_row(v, x, q, s, K, nk, r, j0, nj);
+                #pragma omp simd
+                for (int j = 0; j < nj; j++) {
+                    uint32_t u;
+                    memcpy(&u, v + j, 4);
+                    u &= 0x7fffffffu;
+                    u = u > 0x7f800000u ? 0u : u;
+                    m[j] = u > m[j] ? u : m[j];
+                }
+            }
+            for (int j = 0; j < nj; j++) {
+                float a;
+                memcpy(&a, &m[j], 4);
+                sc[j] = dsv3_quant_scale(a, DSV3_E4M3_MAX, sf);
+                st[(size_t)(j0 + j) * nmt + mb] = sc[j];
+            }
+            for (int r = 0; r < nr; r++) {
+                uint8_t c[QT_COLS];
+                qt_row(v, x, q, s, K, nk, r0 + r, j0, nj);
+                #pragma omp simd
+                for (int j = 0; j < nj; j++) c[j] = dsv3_f32_to_e4m3(v[j] / sc[j], DSV3_FP8_SATURATE);
+                for (int j = 0; j < nj; j++) tile[j * T + r] = c[j];
+            }
+            for (int j = 0; j < nj; j++) memcpy(qt + (size_t)(j0 + j) * M + r0, tile + j * T, (size_t)nr);
+        }
+}
+void dsv3_quant_1x128_t_e4m3(uint8_t *qt, float *st, const float *x, int M, int K, dsv3_scale_fmt sf) {
+    quant_t(qt, st, x, NULL, NULL, M, K, sf);
+}
+void dsv3_quant_retile_fused_1x128_t_e4m3(uint8_t *qt, float *st, const uint8_t *q, const float *s, int M, int K,
+                                          dsv3_scale_fmt sf) {
+    quant_t(qt, st, NULL, q, s, M, K, sf);
 }
 
 void dsv3_quant_1x128_e4m3(uint8_t *q, float *s, const float *x, int M, int K, dsv3_scale_fmt sf) {

@@ -35,6 +35,12 @@ float dsv3_quant_scale(float amax, float fmt_max, dsv3_scale_fmt sf);
 // Activations, 1×128 tiles along K.
 void dsv3_quant_1x128_e4m3(uint8_t *q, float *s, const float *x, int M, int K, dsv3_scale_fmt sf);
 void dsv3_dequant_1x128_e4m3(float *x, const uint8_t *q, const float *s, int M, int K);
+// xᵀ quantized without materializing it: qt (K, M) and st (K, ceil(M/128)) are exactly what
+// dsv3_quant_1x128_e4m3 gives for the transpose of x (M, K) (the Wgrad operands along the tokens).
+void dsv3_quant_1x128_t_e4m3(uint8_t *qt, float *st, const float *x, int M, int K, dsv3_scale_fmt sf);
+// dsv3_quant_retile_1x128_t_e4m3 computed the same way (bit-identical results, blocked and vectorized).
+void dsv3_quant_retile_fused_1x128_t_e4m3(uint8_t *qt, float *st, const uint8_t *q, const float *s, int M, int K,
+                                          dsv3_scale_fmt sf);
 void dsv3_quant_1x128_e5m6(uint16_t *q, float *s, const float *x, int M, int K, dsv3_scale_fmt sf);
 void dsv3_dequant_1x128_e5m6(float *x, const uint16_t *q, const float *s, int M, int K);
 
