@@ -22,7 +22,9 @@ static void usage(FILE *f) {
             "  --ctx N        also report forward FLOPs of a token attending to N positions (default 4096)\n"
             "  --train        training memory of a micro-batch of B rows x T tokens (MTP layers included):\n"
             "                 fp32 masters, gradients and AdamW moments, the activations the backward keeps\n"
-            "                 as planned by dsv3 train, their analytic minimum, and the workspace\n"
+            "                 as planned by dsv3 train, their analytic minimum, and the workspace; then the\n"
+            "                 same under --precision fp8 (activations with the FP8 Linears' inputs kept as\n"
+            "                 E4M3 codes, the saving against bf16, bf16 moments, the per-step weight codes)\n"
             "  --batch B, --seq T  the micro-batch (defaults 1 and 4096)\n"
             "\n"
             "Counting rules (docs/MODEL.md): total = embedding + layers + final norm + head, MTP excluded;\n"
@@ -114,12 +116,23 @@ int cmd_info(int argc, char **argv) {
     const dsv3_count attn_at_ctx = k.attn_flops_per_ctx_token * (dsv3_count)ctx;
     char n1[48], n2[48], n3[48], n4[48], n5[48], n6[48]; // exact decimal counts for --json
 #define N(buf, v) dsv3_count_str(buf, sizeof buf, v)
-    size_t t_act = 0, t_ws = 0, t_min = 0, t_par = 0;
+    size_t t_act = 0, t_ws = 0, t_min = 0, t_par = 0, f_act = 0, f_ws = 0, f_min = 0, f_codes = 0;
     if (train) {
-        if (dsv3_train_plan_bytes(&c, c.num_nextn_predict_layers, tb, tt, &t_act, &t_ws, &t_min) < 0) { free(owned); return cli_bad_input(); }
+        dsv3_fp8_recipe r8;
+        dsv3_fp8_recipe_default(&r8);
+        if (dsv3_train_plan_bytes(&c, c.num_nextn_predict_layers, tb, tt, NULL, &t_act, &t_ws, &t_min) < 0 ||
+            dsv3_train_plan_bytes(&c, c.num_nextn_predict_layers, tb, tt, &r8, &f_act, &f_ws, &f_min) < 0) {
+            free(owned);
+            return cli_bad_input();
+        }
         dsv3_param_table tab;
         dsv3_param_table_build(&tab, &c, c.num_nextn_predict_layers);
         t_par = tab.total * sizeof(float);
+        for (int i = 0; i < tab.n; i++) { // the FP8 Linears' weight codes, and their transposed copy, per step
+            const dsv3_param *p = &tab.p[i];
+            if (p->ndim != 2 || (p->flags & DSV3_PF_ALIAS)) continue;
+            f_codes += 2 * ((size_t)p->rows * p->cols + sizeof(float) * ((p->rows + 127) / 128) * ((p->cols + 127) / 128));
+        }
         dsv3_param_table_free(&tab);
     }
 
@@ -147,7 +160,10 @@ int cmd_info(int argc, char **argv) {
         if (train)
             printf(",\n \"train_batch\": %d, \"train_seq\": %d, \"train_master_bytes\": %zu, \"train_grad_bytes\": %zu, "
                    "\"train_adam_bytes\": %zu, \"train_activation_bytes\": %zu, \"train_activation_min_bytes\": %zu, "
-                   "\"train_workspace_bytes\": %zu", tb, tt, t_par, t_par, 2 * t_par, t_act, t_min, t_ws);
+                   "\"train_workspace_bytes\": %zu,\n \"train_fp8_activation_bytes\": %zu, \"train_fp8_workspace_bytes\": %zu, "
+                   "\"train_fp8_adam_bytes\": %zu, \"train_fp8_weight_code_bytes\": %zu, \"train_fp8_activation_saving\": %.6f",
+                   tb, tt, t_par, t_par, 2 * t_par, t_act, t_min, t_ws, f_act, f_ws, t_par, f_codes,
+                   t_act ? 1.0 - (double)f_act / t_act : 0.0);
         printf("}\n");
         free(owned);
         return cli_stdout_done("info", 0);
@@ -195,6 +211,13 @@ int cmd_info(int argc, char **argv) {
         row_bytes("activations kept (planned)", t_act);
         row_bytes("  analytic minimum", t_min);
         row_bytes("workspace", t_ws);
+        printf("  under --precision fp8 (bf16 activations are the fp32 tensors above; fp8 keeps the FP8\n"
+               "  Linears' inputs as E4M3 codes + scales only)\n");
+        snprintf(label, sizeof label, "activations kept (-%.1f %%)", t_act ? 100.0 * (1.0 - (double)f_act / t_act) : 0.0);
+        row_bytes(label, f_act);
+        row_bytes("workspace", f_ws);
+        row_bytes("AdamW moments (bf16)", t_par);
+        row_bytes("weight codes (E4M3, + transposed)", f_codes);
     }
 #undef N
     free(owned);

@@ -101,7 +101,7 @@ static void check_forms(dsv3_train *tr, const char *bename, float *W, int out, i
         const dsv3_scale_fmt fin = (F->role == DSV3_LIN_FP8_EXPIN || F->sf == DSV3_SCALE_UE8M0) ? DSV3_SCALE_UE8M0 : DSV3_SCALE_AMAX;
         const dsv3_scale_fmt fg = (F->role == DSV3_LIN_FP8_EXPOUT || F->sf == DSV3_SCALE_UE8M0) ? DSV3_SCALE_UE8M0 : DSV3_SCALE_AMAX;
         // Fprop: y = bf16(X_1x128 · W_128x128ᵀ)
-        dsv3_fp8_linear_fwd(tr, F->role, y, x, N, W, out, in);
+        dsv3_fp8_linear_fwd(tr, F->role, y, x, NULL, N, W, out, in);
         deq_rows(xq, x, N, in, fin);
         deq_blocks(wq, W, out, in, F->sf);
         ref_nt(r, xq, wq, N, out, in);
@@ -111,7 +111,7 @@ static void check_forms(dsv3_train *tr, const char *bename, float *W, int out, i
         CHECK(bad == 0, "%s %s fprop: %d of %zu outputs off the float64 reference", bename, F->what, bad, ny);
         // Dgrad: dx = bf16(dY_q · W_q) (dY 1×128 along out, or 128×128 blocks), then += with acc
         memcpy(dW, dW0, 4 * nw);
-        dsv3_fp8_linear_bwd(tr, F->role, dx, 0, dW, dy, x, W, N, out, in);
+        dsv3_fp8_linear_bwd(tr, F->role, dx, 0, dW, dy, x, NULL, W, N, out, in);
         if (F->dgrad_block) deq_blocks(dyq, dy, N, out, fg);
         else deq_rows(dyq, dy, N, out, fg);
         transpose(wqt, wq, out, in); // (in, out)
@@ -142,9 +142,21 @@ static void check_forms(dsv3_train *tr, const char *bename, float *W, int out, i
         bad = 0;
         for (size_t i = 0; i < nw; i++) bad += !(fabs((double)dW[i] - dW0[i] - r[i]) <= 1e-5 * sc + 1e-6 * fabs(dW0[i]));
         CHECK(bad == 0, "%s %s wgrad: %d of %zu outputs off the float64 reference", bename, F->what, bad, nw);
+        // the kept-codes path (dsv3_xq, the trainer's arena): the Fprop fills the codes, a Wgrad from
+        // them alone (no fp32 input) equals the Wgrad from the fp32 input
+        if (F->role != DSV3_LIN_FP8_OPROJ && !F->wgrad_high) {
+            dsv3_xq kq = {malloc(nx), malloc(sizeof(float) * (size_t)N * ((in + 127) / 128)), 0};
+            float *y3 = malloc(4 * ny), *dW3 = malloc(4 * nw);
+            dsv3_fp8_linear_fwd(tr, F->role, y3, x, &kq, N, W, out, in);
+            CHECK(kq.ready && !memcmp(y3, y, 4 * ny), "%s %s: fprop through kept codes differs", bename, F->what);
+            memcpy(dW3, dW0, 4 * nw);
+            dsv3_fp8_linear_bwd(tr, F->role, NULL, 0, dW3, dy, NULL, &kq, W, N, out, in);
+            CHECK(!memcmp(dW3, dW, 4 * nw), "%s %s: wgrad from the kept codes differs from the wgrad from x", bename, F->what);
+            free(kq.q); free(kq.s); free(y3); free(dW3);
+        }
         // dgrad accumulation (+=)
         memcpy(t1, dx, 4 * nx);
-        dsv3_fp8_linear_bwd(tr, F->role, dx, 1, dW, dy, x, W, N, out, in);
+        dsv3_fp8_linear_bwd(tr, F->role, dx, 1, dW, dy, x, NULL, W, N, out, in);
         bad = 0;
         for (size_t i = 0; i < nx; i++) bad += dx[i] != 2 * t1[i]; // t + t is exact
         CHECK(bad == 0, "%s %s dgrad += : %d of %zu wrong", bename, F->what, bad, nx);
@@ -153,14 +165,14 @@ static void check_forms(dsv3_train *tr, const char *bename, float *W, int out, i
     dsv3_fp8_recipe rc;
     dsv3_fp8_recipe_default(&rc);
     CHECK(dsv3_train_set_fp8(tr, &rc) == 0, "set_fp8: %s", dsv3_error());
-    dsv3_fp8_linear_fwd(tr, DSV3_LIN_FP8, y, x, N, W, out, in);
+    dsv3_fp8_linear_fwd(tr, DSV3_LIN_FP8, y, x, NULL, N, W, out, in);
     float *y2 = malloc(4 * ny);
     memcpy(y2, y, 4 * ny);
     for (size_t i = 0; i < nw; i++) W[i] *= 2.0f; // exact; every block scale doubles
-    dsv3_fp8_linear_fwd(tr, DSV3_LIN_FP8, y, x, N, W, out, in);
+    dsv3_fp8_linear_fwd(tr, DSV3_LIN_FP8, y, x, NULL, N, W, out, in);
     CHECK(!memcmp(y, y2, 4 * ny), "%s: weight codes requantized within a step", bename);
     dsv3_fp8_new_step(tr->fp8);
-    dsv3_fp8_linear_fwd(tr, DSV3_LIN_FP8, y, x, N, W, out, in);
+    dsv3_fp8_linear_fwd(tr, DSV3_LIN_FP8, y, x, NULL, N, W, out, in);
     int bad = 0;
     for (size_t i = 0; i < ny; i++) bad += y[i] != 2 * y2[i];
     CHECK(bad == 0, "%s: after new_step the doubled weight gives doubled outputs (%d wrong)", bename, bad);
@@ -168,7 +180,7 @@ static void check_forms(dsv3_train *tr, const char *bename, float *W, int out, i
     // the accumulator models reach the Linear: hopper14 (14-bit, never promoted) differs from exact
     CHECK(dsv3_fp8_accum_parse("hopper14", &rc.acc) == 0, "parse hopper14");
     CHECK(dsv3_train_set_fp8(tr, &rc) == 0, "set_fp8: %s", dsv3_error());
-    dsv3_fp8_linear_fwd(tr, DSV3_LIN_FP8, y, x, N, W, out, in);
+    dsv3_fp8_linear_fwd(tr, DSV3_LIN_FP8, y, x, NULL, N, W, out, in);
     double dd = 0, nn = 0;
     for (size_t i = 0; i < ny; i++) { dd += ((double)y[i] - y2[i]) * ((double)y[i] - y2[i]); nn += (double)y2[i] * y2[i]; }
     CHECK(dd > 0 && sqrt(dd / nn) < 0.05, "%s: hopper14 fprop vs exact: rel %.3g (expected > 0, < 5%%)", bename, sqrt(dd / nn));
@@ -268,6 +280,49 @@ static double logits_ratio(dsv3_tmodel *tm, const int32_t *row0, int T, const ch
     return ratio;
 }
 
+// FP8 activation caching: with the fp32 copies of the FP8 Linears' inputs dropped (the default: the
+// backward reads their E4M3 codes, xn2 recomputed for the router) the gradients are bit-identical to
+// a plan that keeps the copies (keep_fp32_inputs), in both attention forms, and the activations are
+// smaller. tr holds the step just run with the default recipe (naive attention).
+static void act_cache_case(dsv3_tmodel *tm, dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *o0, const char *name) {
+    const size_t ng = tm->tab.total;
+    float *g0 = malloc(sizeof(float) * ng);
+    size_t a8, w8, m8, ak, wk, mk, a32, w32, m32;
+    dsv3_train_bytes(tr, &a8, &w8, &m8);
+    dsv3_train *tk = dsv3_train_new(tm, tr->B, tr->T, dsv3_backend_cpu_bf16(), 0);
+    dsv3_train *t32 = dsv3_train_new(tm, tr->B, tr->T, dsv3_backend_cpu_bf16(), 0);
+    dsv3_fp8_recipe rk;
+    dsv3_fp8_recipe_default(&rk);
+    rk.keep_fp32_inputs = 1;
+    int ok = tk && t32 && dsv3_train_set_fp8(tk, &rk) == 0;
+    CHECK(ok, "%s: keep-inputs plan: %s", name, dsv3_error());
+    if (!ok) { dsv3_train_free(tk); dsv3_train_free(t32); free(g0); return; }
+    dsv3_train_bytes(tk, &ak, &wk, &mk);
+    dsv3_train_bytes(t32, &a32, &w32, &m32);
+    CHECK(a8 < a32 && a32 < ak, "%s: activation bytes: codes only %zu, fp32 %zu, codes + fp32 %zu (want codes < fp32 < both)", name,
+          a8, a32, ak);
+    for (int mode = 0; mode < 2; mode++) {
+        dsv3_train_opts o = *o0;
+        o.attn = mode ? DSV3_ATTN_ABSORB : DSV3_ATTN_NAIVE;
+        dsv3_loss_parts l0, l1;
+        dsv3_tmodel_zero_grads(tm);
+        ok = dsv3_train_step(tr, rows, &o, &l0) == 0;
+        memcpy(g0, tm->grads, sizeof(float) * ng);
+        dsv3_tmodel_zero_grads(tm);
+        ok = ok && dsv3_train_step(tk, rows, &o, &l1) == 0;
+        CHECK(ok, "%s: step: %s", name, dsv3_error());
+        size_t diff = 0;
+        for (size_t i = 0; ok && i < ng; i++) diff += memcmp(&g0[i], &tm->grads[i], 4) != 0;
+        CHECK(ok && diff == 0 && l0.loss == l1.loss, "%s %s: codes-only vs fp32-kept inputs: %zu gradients differ, loss %.9g vs %.9g",
+              name, mode ? "absorb" : "naive", diff, l0.loss, l1.loss);
+    }
+    printf("%-26s fp8 activation cache: %.2f MiB vs %.2f MiB fp32 (-%.1f %%), gradients identical to the fp32-kept plan\n", name,
+           a8 / 1048576.0, a32 / 1048576.0, 100.0 * (1.0 - (double)a8 / a32));
+    dsv3_train_free(tk);
+    dsv3_train_free(t32);
+    free(g0);
+}
+
 static double g_ratios[64];
 static int g_nratios;
 
@@ -341,6 +396,7 @@ static void oracle_case(const char *dir, const char *name) {
         printf("%-26s fp8 loss %.6f (oracle %.6f)  %3d tensors, worst cosine %.4f (%s), global %.5f, |g-o8|/|g-fp32| %.3f\n",
                name, lp.loss, jnum(ex, "loss"), n, worst, wname, gcos, ratio);
     }
+    if (ok) act_cache_case(&tm, tr, rows, &o, name);
     if (ok && g_nratios < 64) {
         const double r = logits_ratio(&tm, rows, (int)T1 - 1, dir, name);
         g_ratios[g_nratios++] = r;

@@ -24,8 +24,19 @@ static void *take(bump *b, size_t bytes) {
 
 static size_t imaxz(size_t a, size_t b) { return a > b ? a : b; }
 
+// Layer-shared transient fp32 buffers for the FP8 Linear inputs whose fp32 copies are not kept (act8).
+typedef struct { float *xn1, *qan, *cn, *xn2, *a, *ea; } transients;
+
+static void xq_plan(bump *b, dsv3_xq *q, size_t N, size_t in) {
+    q->q = (uint8_t *)take(b, N * in);
+    q->s = F(b, N * ((in + DSV3_QUANT_TILE - 1) / DSV3_QUANT_TILE));
+    q->ready = 0;
+}
+
 // Carves the activations of one layer with Tl tokens per row; `min` accumulates the analytic minimum.
-static void plan_layer(bump *b, dsv3_layer_acts *a, const dsv3_config *c, int layer, int B, int Tl, size_t *min) {
+// plan8: the FP8 input codes too; tt (non-NULL): those inputs' fp32 copies are the transient buffers.
+static void plan_layer(bump *b, dsv3_layer_acts *a, const dsv3_config *c, int layer, int B, int Tl, size_t *min, int plan8,
+                       const transients *tt) {
     const size_t N = (size_t)B * Tl, d = c->hidden_size, H = c->num_attention_heads, qk = dsv3_qk_head_dim(c);
     const size_t ql = c->q_lora_rank, kvl = c->kv_lora_rank, rope = c->qk_rope_head_dim, nope = c->qk_nope_head_dim;
     const size_t v = c->v_head_dim, E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
@@ -33,26 +44,36 @@ static void plan_layer(bump *b, dsv3_layer_acts *a, const dsv3_config *c, int la
     const int moe = dsv3_layer_is_moe(c, layer);
     memset(a, 0, sizeof *a);
     a->layer = layer; a->Tl = Tl; a->N = (int)N;
-    a->x = F(b, N * d); a->xn1 = F(b, N * d); a->rs1 = F(b, N);
-    if (ql) { a->qa = F(b, N * ql); a->qan = F(b, N * ql); a->qars = F(b, N); }
+    a->x = F(b, N * d); a->xn1 = tt ? tt->xn1 : F(b, N * d); a->rs1 = F(b, N);
+    if (ql) { a->qa = F(b, N * ql); a->qan = tt ? tt->qan : F(b, N * ql); a->qars = F(b, N); }
     a->q = F(b, N * H * qk);
-    a->c = F(b, N * kvl); a->cn = F(b, N * kvl); a->cnrs = F(b, N); a->kpe = F(b, N * rope);
+    a->c = F(b, N * kvl); a->cn = tt ? tt->cn : F(b, N * kvl); a->cnrs = F(b, N); a->kpe = F(b, N * rope);
     a->kv = F(b, N * H * (nope + v)); a->kfull = F(b, N * H * qk);
     a->qabs = F(b, N * H * (kvl + rope)); a->kcat = F(b, N * (kvl + rope)); a->lat = F(b, N * H * kvl);
     a->att = F(b, N * H * v); a->lse = F(b, (size_t)B * H * Tl);
-    a->xm = F(b, N * d); a->xn2 = F(b, N * d); a->rs2 = F(b, N);
+    a->xm = F(b, N * d); a->xn2 = tt ? tt->xn2 : F(b, N * d); a->rs2 = F(b, N);
+    if (plan8) {
+        xq_plan(b, &a->qx1, N, d); xq_plan(b, &a->qx2, N, d); xq_plan(b, &a->qcn, N, kvl);
+        if (ql) xq_plan(b, &a->qqan, N, ql);
+    }
     // minimum: layer input, two normed inputs, q, latent, attention output + LSE, residual midpoint
     size_t m = N * (4 * d + H * qk + kvl + rope + H * v + H + 3);
     if (!moe) {
         const size_t I = c->intermediate_size;
-        a->g = F(b, N * I); a->u = F(b, N * I); a->a = F(b, N * I);
+        a->g = F(b, N * I); a->u = F(b, N * I); a->a = tt ? tt->a : F(b, N * I);
+        if (plan8) xq_plan(b, &a->qact, N, I);
         m += 2 * N * I;
     } else {
         a->rlog = F(b, N * E); a->eidx = I32(b, N * K); a->ew = F(b, N * K);
         a->off = INT(b, E + 1); a->tok = INT(b, N * K); a->slot_of = INT(b, N * K);
-        a->xs = F(b, N * K * d); a->eg = F(b, N * K * Im); a->eu = F(b, N * K * Im); a->ea = F(b, N * K * Im);
+        a->xs = tt ? NULL : F(b, N * K * d); a->eg = F(b, N * K * Im); a->eu = F(b, N * K * Im);
+        a->ea = tt ? tt->ea : F(b, N * K * Im);
         a->ey = F(b, N * K * d);
-        if (Ish) { a->sg = F(b, N * Ish); a->su = F(b, N * Ish); a->sa = F(b, N * Ish); }
+        if (Ish) { a->sg = F(b, N * Ish); a->su = F(b, N * Ish); a->sa = tt ? tt->a : F(b, N * Ish); }
+        if (plan8) {
+            xq_plan(b, &a->qxs, N * K, d); xq_plan(b, &a->qea, N * K, Im);
+            if (Ish) xq_plan(b, &a->qsa, N, Ish);
+        }
         a->f = F(b, (size_t)B * E);
         m += N * E + 2 * N * K + N * K * (2 * Im + d) + 2 * N * Ish;
     }
@@ -67,19 +88,31 @@ static void plan(dsv3_train *tr, const dsv3_config *c, bump *act, bump *ws) {
     const size_t Im = c->moe_intermediate_size, G = c->n_group > 0 ? c->n_group : 1;
     const size_t Imax = imaxz(c->intermediate_size, Im * c->n_shared_experts);
     size_t min = 0;
+    transients tt = {0};
+    float *ten = NULL, *thn = NULL, *tcat = NULL;
+    if (tr->act8) { // one of each per step, in the workspace: every layer overwrites them
+        tt.xn1 = F(ws, N * d); tt.qan = F(ws, N * (ql ? ql : 1)); tt.cn = F(ws, N * kvl); tt.xn2 = F(ws, N * d);
+        tt.a = F(ws, N * Imax); tt.ea = F(ws, N * K * (Im ? Im : 1));
+        // the MTP depth's normed inputs and their concatenation die at its eh_proj, before the block's
+        // first layer writes xn1 / xn2 / a: they share those buffers
+        if (D) { ten = tt.xn1; thn = tt.xn2; tcat = Imax >= 2 * d ? tt.a : F(ws, N * 2 * d); }
+    }
     tr->cos_t = F(act, (size_t)T * tr->np); tr->sin_t = F(act, (size_t)T * tr->np);
     for (int k = 0; k <= D; k++) tr->pos_tl[k] = I32(act, (size_t)B * (T - k));
     tr->ids = I32(act, N); tr->tgt = I32(act, N);
-    for (int l = 0; l < L; l++) plan_layer(act, &tr->acts[l], c, l, B, T, &min);
+    for (int l = 0; l < L; l++) plan_layer(act, &tr->acts[l], c, l, B, T, &min, tr->plan8, tr->act8 ? &tt : NULL);
     tr->xf = F(act, N * d); tr->hN = F(act, N * d); tr->rsN = F(act, N);
     min += N * (2 * d + 1) * sizeof(float);
     for (int k = 1; k <= D; k++) {
         const size_t Nk = (size_t)B * (T - k);
         tr->mids[k - 1] = I32(act, Nk); tr->mtgt[k - 1] = I32(act, Nk);
-        tr->memb[k - 1] = F(act, Nk * d); tr->men[k - 1] = F(act, Nk * d); tr->mrse[k - 1] = F(act, Nk);
-        tr->mhp[k - 1] = F(act, Nk * d); tr->mhn[k - 1] = F(act, Nk * d); tr->mrsh[k - 1] = F(act, Nk);
-        tr->mcat[k - 1] = F(act, Nk * 2 * d);
-        plan_layer(act, &tr->acts[L + k - 1], c, L + k - 1, B, T - k, &min);
+        tr->memb[k - 1] = F(act, Nk * d); tr->mrse[k - 1] = F(act, Nk);
+        tr->mhp[k - 1] = F(act, Nk * d); tr->mrsh[k - 1] = F(act, Nk);
+        if (tr->act8) { tr->men[k - 1] = ten; tr->mhn[k - 1] = thn; tr->mcat[k - 1] = tcat; }
+        else { tr->men[k - 1] = F(act, Nk * d); tr->mhn[k - 1] = F(act, Nk * d); tr->mcat[k - 1] = F(act, Nk * 2 * d); }
+        memset(&tr->qcat[k - 1], 0, sizeof tr->qcat[k - 1]);
+        if (tr->plan8) xq_plan(act, &tr->qcat[k - 1], Nk, 2 * d);
+        plan_layer(act, &tr->acts[L + k - 1], c, L + k - 1, B, T - k, &min, tr->plan8, tr->act8 ? &tt : NULL);
         tr->mxo[k - 1] = F(act, Nk * d); tr->mh[k - 1] = F(act, Nk * d); tr->mrso[k - 1] = F(act, Nk);
         tr->mdh[k - 1] = F(act, Nk * d);
         min += Nk * (4 * d + 2) * sizeof(float);
@@ -101,9 +134,16 @@ static void plan(dsv3_train *tr, const dsv3_config *c, bump *act, bump *ws) {
     tr->min_bytes = min;
 }
 
-static dsv3_train *train_alloc(const dsv3_config *c, int n_mtp, int B, int T) {
+// What the arenas hold under an FP8 recipe r (NULL: no FP8 Linears).
+static void modes_of(const dsv3_fp8_recipe *r, int *plan8, int *act8) {
+    *plan8 = r != NULL;
+    *act8 = r && !r->keep_fp32_inputs && !r->wgrad_x_high;
+}
+
+static dsv3_train *train_alloc(const dsv3_config *c, int n_mtp, int B, int T, const dsv3_fp8_recipe *r) {
     dsv3_train *tr = dsv3_calloc(1, sizeof *tr);
     tr->B = B; tr->T = T;
+    modes_of(r, &tr->plan8, &tr->act8);
     tr->D = n_mtp < T ? n_mtp : T - 1;
     if (tr->D < 0) tr->D = 0;
     tr->np = c->qk_rope_head_dim / 2;
@@ -122,19 +162,59 @@ static int check_shape(const dsv3_config *c, int n_mtp, int B, int T) {
     return 0;
 }
 
-int dsv3_train_plan_bytes(const dsv3_config *c, int n_mtp, int B, int T, size_t *act, size_t *ws, size_t *min) {
+int dsv3_train_plan_bytes(const dsv3_config *c, int n_mtp, int B, int T, const dsv3_fp8_recipe *fp8, size_t *act, size_t *ws,
+                          size_t *min) {
     if (check_shape(c, n_mtp, B, T) < 0) return -1;
-    dsv3_train *tr = train_alloc(c, n_mtp, B, T);
+    dsv3_train *tr = train_alloc(c, n_mtp, B, T, fp8);
     *act = tr->act_bytes; *ws = tr->ws_bytes; *min = tr->min_bytes;
     free(tr->acts);
     free(tr);
     return 0;
 }
 
+// Allocates the arenas for the plan tr's modes describe, carves them, fills the rope and position tables.
+static void carve(dsv3_train *tr) {
+    const dsv3_config *c = &tr->tm->cfg;
+    const int B = tr->B, T = tr->T;
+    tr->act_arena = dsv3_calloc(1, tr->act_bytes);
+    tr->ws_arena = dsv3_calloc(1, tr->ws_bytes);
+    bump a = {tr->act_arena, 0}, w = {tr->ws_arena, 0};
+    plan(tr, c, &a, &w);
+    float *inv = dsv3_malloc(sizeof(float) * (size_t)(tr->np ? tr->np : 1));
+    dsv3_rope_inv_freq(c, inv);
+    dsv3_rope_tables(tr->cos_t, tr->sin_t, inv, tr->np, 0, T, (float)dsv3_rope_attention_factor(c));
+    free(inv);
+    for (int k = 0; k <= tr->D; k++)
+        for (int r = 0; r < B * (T - k); r++) tr->pos_tl[k][r] = r % (T - k);
+}
+
+int dsv3_t_replan(dsv3_train *tr, const dsv3_fp8_recipe *r) {
+    int p8, a8;
+    modes_of(r, &p8, &a8);
+    if (p8 == tr->plan8 && a8 == tr->act8) return 0;
+    const int old8 = tr->plan8, olda = tr->act8;
+    tr->plan8 = p8; tr->act8 = a8;
+    bump a = {0}, w = {0};
+    plan(tr, &tr->tm->cfg, &a, &w); // sizes only (the pointers are re-carved below)
+    if (tr->max_bytes && a.off + w.off > tr->max_bytes) {
+        tr->plan8 = old8; tr->act8 = olda;
+        bump a0 = {tr->act_arena, 0}, w0 = {tr->ws_arena, 0};
+        plan(tr, &tr->tm->cfg, &a0, &w0);
+        return dsv3_errorf("train: B=%d x T=%d needs %.1f MiB of activations + workspace under the FP8 recipe, over the limit of "
+                           "%.1f MiB", tr->B, tr->T, (a.off + w.off) / 1048576.0, tr->max_bytes / 1048576.0);
+    }
+    free(tr->act_arena);
+    free(tr->ws_arena);
+    tr->act_bytes = a.off; tr->ws_bytes = w.off;
+    carve(tr);
+    return 0;
+}
+
 dsv3_train *dsv3_train_new(dsv3_tmodel *tm, int B, int T, const dsv3_backend *be, size_t max_bytes) {
     const dsv3_config *c = &tm->cfg;
     if (check_shape(c, tm->tab.n_mtp, B, T) < 0) return NULL;
-    dsv3_train *tr = train_alloc(c, tm->tab.n_mtp, B, T);
+    dsv3_train *tr = train_alloc(c, tm->tab.n_mtp, B, T, NULL);
+    tr->max_bytes = max_bytes;
     if (max_bytes && tr->act_bytes + tr->ws_bytes > max_bytes) {
         dsv3_errorf("train: B=%d x T=%d needs %.1f MiB of activations + workspace, over the limit of %.1f MiB", B, T,
                     (tr->act_bytes + tr->ws_bytes) / 1048576.0, max_bytes / 1048576.0);
@@ -143,18 +223,9 @@ dsv3_train *dsv3_train_new(dsv3_tmodel *tm, int B, int T, const dsv3_backend *be
     }
     tr->tm = tm;
     tr->be = be;
-    tr->act_arena = dsv3_calloc(1, tr->act_bytes);
-    tr->ws_arena = dsv3_calloc(1, tr->ws_bytes);
-    bump a = {tr->act_arena, 0}, w = {tr->ws_arena, 0};
-    plan(tr, c, &a, &w);
     tr->scale = (float)dsv3_softmax_scale(c);
     tr->interleave = strcmp(c->model_type, "deepseek_v2") == 0 ? 1 : c->rope_interleave;
-    float *inv = dsv3_malloc(sizeof(float) * (size_t)(tr->np ? tr->np : 1));
-    dsv3_rope_inv_freq(c, inv);
-    dsv3_rope_tables(tr->cos_t, tr->sin_t, inv, tr->np, 0, T, (float)dsv3_rope_attention_factor(c));
-    free(inv);
-    for (int k = 0; k <= tr->D; k++)
-        for (int r = 0; r < B * (T - k); r++) tr->pos_tl[k][r] = r % (T - k);
+    carve(tr);
     // lookup: (layer + 1, kind) -> first table entry
     const int nl = c->num_hidden_layers + tm->tab.n_mtp;
     tr->lut = dsv3_malloc(sizeof(int) * (size_t)(nl + 1) * DSV3_P_NKINDS);
@@ -197,10 +268,10 @@ float *dsv3_tg(dsv3_train *tr, int kind, int layer, int expert) {
 
 // ---- shared helpers -----------------------------------------------------------------------------
 
-void dsv3_t_linear(dsv3_train *tr, dsv3_lin_role role, float *y, const float *x, int N, const float *W, const float *bias,
-                   int out, int in) {
+void dsv3_t_linear(dsv3_train *tr, dsv3_lin_role role, float *y, const float *x, dsv3_xq *xq, int N, const float *W,
+                   const float *bias, int out, int in) {
     if (N == 0 || out == 0) return;
-    if (tr->fp8 && role != DSV3_LIN_HI) dsv3_fp8_linear_fwd(tr, role, y, x, N, W, out, in);
+    if (tr->fp8 && role != DSV3_LIN_HI) dsv3_fp8_linear_fwd(tr, role, y, x, xq, N, W, out, in);
     else tr->be->gemm(0, 1, N, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
     if (bias)
         for (int r = 0; r < N; r++)
@@ -208,13 +279,13 @@ void dsv3_t_linear(dsv3_train *tr, dsv3_lin_role role, float *y, const float *x,
 }
 
 void dsv3_t_linear_bwd(dsv3_train *tr, dsv3_lin_role role, float *dx, int acc, float *dW, float *dbias, const float *dy,
-                       const float *x, const float *W, int N, int out, int in) {
+                       const float *x, dsv3_xq *xq, const float *W, int N, int out, int in) {
     if (N == 0 || out == 0) {
         if (dx && !acc) memset(dx, 0, sizeof(float) * (size_t)N * in);
         return;
     }
     if (tr->fp8 && role != DSV3_LIN_HI) {
-        dsv3_fp8_linear_bwd(tr, role, dx, acc, dW, dy, x, W, N, out, in);
+        dsv3_fp8_linear_bwd(tr, role, dx, acc, dW, dy, x, xq, W, N, out, in);
     } else {
         if (dx) tr->be->gemm(0, 0, N, in, out, 1.0f, dy, out, W, in, acc ? 1.0f : 0.0f, dx, in);
         tr->be->gemm(1, 0, out, in, N, 1.0f, dy, out, x, in, 1.0f, dW, in);
@@ -234,6 +305,8 @@ static void add_to(float *y, const float *x, size_t n) {
 static double layer_fwd(dsv3_train *tr, dsv3_layer_acts *a, float *out, const dsv3_train_opts *o) {
     const dsv3_config *c = &tr->tm->cfg;
     const int N = a->N, d = c->hidden_size;
+    dsv3_xq *qs[] = {&a->qx1, &a->qqan, &a->qcn, &a->qx2, &a->qxs, &a->qact, &a->qea, &a->qsa};
+    for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++) qs[i]->ready = 0; // this step's codes are made below
     tr->be->rmsnorm_fwd(a->xn1, a->rs1, a->x, dsv3_tw(tr, DSV3_P_IN_NORM, a->layer, -1), N, d, c->rms_norm_eps);
     dsv3_t_attn_fwd(tr, a, o->attn);  // writes tr->dt = attention block output (N, d)
     for (size_t i = 0; i < (size_t)N * d; i++) a->xm[i] = a->x[i] + tr->dt[i];
@@ -249,6 +322,8 @@ static void layer_bwd(dsv3_train *tr, dsv3_layer_acts *a, float *dx, const dsv3_
     const int N = a->N, d = c->hidden_size;
     const size_t n = (size_t)N * d;
     // FFN branch: dxm = dx + norm2ᵀ(ffnᵀ(dx))
+    if (tr->act8 && dsv3_layer_is_moe(c, a->layer)) // the router's Wgrad reads xn2: recomputed (bit-identical)
+        tr->be->rmsnorm_fwd(a->xn2, a->rs2, a->xm, dsv3_tw(tr, DSV3_P_POST_NORM, a->layer, -1), N, d, c->rms_norm_eps);
     dsv3_t_ffn_bwd(tr, a, tr->dxn, dx, o->seq_aux);
     tr->be->rmsnorm_bwd(tr->dt, dsv3_tg(tr, DSV3_P_POST_NORM, a->layer, -1), tr->dxn, a->xm,
                         dsv3_tw(tr, DSV3_P_POST_NORM, a->layer, -1), a->rs2, N, d);
@@ -371,7 +446,8 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
             memcpy(cat + (size_t)r * 2 * d + d, hn + (size_t)r * d, sizeof(float) * d);
         }
         dsv3_layer_acts *a = &tr->acts[L_k];
-        dsv3_t_linear(tr, DSV3_LIN_FP8, a->x, cat, Nk, dsv3_tw(tr, DSV3_P_EH_PROJ, L_k, -1), NULL, d, 2 * d);
+        tr->qcat[k - 1].ready = 0;
+        dsv3_t_linear(tr, DSV3_LIN_FP8, a->x, cat, &tr->qcat[k - 1], Nk, dsv3_tw(tr, DSV3_P_EH_PROJ, L_k, -1), NULL, d, 2 * d);
         tr->pos = tr->pos_tl[k];
         bal += layer_fwd(tr, a, tr->mxo[k - 1], o);
         tr->be->rmsnorm_fwd(tr->mh[k - 1], tr->mrso[k - 1], tr->mxo[k - 1], dsv3_tw(tr, DSV3_P_SHEAD_NORM, L_k, -1), Nk, d, eps);
@@ -406,7 +482,7 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
         // eh_proj: dcat = dh·W, dW += dhᵀ·cat
         float *dcat = tr->dcat;
         dsv3_t_linear_bwd(tr, DSV3_LIN_FP8, dcat, 0, dsv3_tg(tr, DSV3_P_EH_PROJ, L_k, -1), NULL, dh, tr->mcat[k - 1],
-                          dsv3_tw(tr, DSV3_P_EH_PROJ, L_k, -1), Nk, d, 2 * d);
+                          &tr->qcat[k - 1], dsv3_tw(tr, DSV3_P_EH_PROJ, L_k, -1), Nk, d, 2 * d);
         for (int r = 0; r < Nk; r++) { // split [den | dhn]
             memcpy(tr->dt + (size_t)r * d, dcat + (size_t)r * 2 * d, sizeof(float) * d);
             memcpy(tr->dxn + (size_t)r * d, dcat + (size_t)r * 2 * d + d, sizeof(float) * d);

@@ -48,6 +48,8 @@ typedef struct {
     int dgrad_block;          // 1: activation gradients in 128×128 blocks (the variant the paper saw diverge)
     int wgrad_x_high;         // 1: Wgrad's Xᵀ quantized from the high-precision X (Transformer Engine's way)
     dsv3_fp8_acc acc;         // accumulator: FP32 (promoted every 128, "exact") or LIMITED (hopper14, promote:N)
+    int keep_fp32_inputs;     // 1: keep the fp32 copies of the FP8 Linears' inputs beside their codes (memory
+                              //    only: the gradients are the same; implied by wgrad_x_high, which reads them)
 } dsv3_fp8_recipe;
 
 // Parses an --fp8-accum value: "exact", "hopper14" (14-bit accumulator, never promoted) or "promote:N"
@@ -71,15 +73,20 @@ typedef struct dsv3_train dsv3_train;
 dsv3_train *dsv3_train_new(dsv3_tmodel *tm, int B, int T, const dsv3_backend *be, size_t max_bytes);
 void dsv3_train_free(dsv3_train *tr);
 // Turns the FP8 Linears on (recipe) or off (NULL) for the following steps. Allocates the per-step
-// weight code caches (2 bytes per matrix element + scales) once. 0, or -1 with a message.
+// weight code caches (2 bytes per matrix element + scales) once, and re-plans the activation arena:
+// under the recipe it holds the E4M3 codes of every FP8 Linear input (what the Wgrads read) and, unless
+// keep_fp32_inputs or wgrad_x_high, not their fp32 copies (DeepSeek-V3's FP8 activation caching; the
+// RMSNorm output feeding the router is recomputed). Call it before the first step. 0, or -1 with a
+// message (over the dsv3_train_new limit).
 int dsv3_train_set_fp8(dsv3_train *tr, const dsv3_fp8_recipe *r);
 // Bytes planned: activations kept for the backward, workspace, and the analytic minimum of the
 // activations (what the backward cannot do without: layer inputs, normed inputs, attention
 // outputs and LSE, FFN inner activations, routing).
 void dsv3_train_bytes(const dsv3_train *tr, size_t *activations, size_t *workspace, size_t *minimum);
-// Same numbers from a config without allocating (for `dsv3 info --train`).
-int dsv3_train_plan_bytes(const dsv3_config *c, int n_mtp, int B, int T, size_t *activations, size_t *workspace,
-                          size_t *minimum);
+// Same numbers from a config without allocating (for `dsv3 info --train`); fp8: the plan under that
+// FP8 recipe (NULL: fp32 / bf16, whose activations are the same fp32 tensors).
+int dsv3_train_plan_bytes(const dsv3_config *c, int n_mtp, int B, int T, const dsv3_fp8_recipe *fp8, size_t *activations,
+                          size_t *workspace, size_t *minimum);
 
 // Tokens per expert routed by the last step (the biased routing actually used), ADDED to
 // counts[layer · E + e] for every MoE layer it ran (main layers, then the MTP blocks; dense layers

@@ -52,16 +52,16 @@ void dsv3_t_attn_fwd(dsv3_train *tr, dsv3_layer_acts *a, dsv3_attn_mode mode) {
     const int l = a->layer, N = m.N, H = m.H, qk = m.qk, kvl = m.kvl, rope = m.rope, kva_n = kvl + rope;
     // queries
     if (m.ql > 0) {
-        dsv3_t_linear(tr, DSV3_LIN_FP8, a->qa, a->xn1, N, dsv3_tw(tr, DSV3_P_Q_A, l, -1), dsv3_tw(tr, DSV3_P_Q_A_BIAS, l, -1), m.ql, m.d);
+        dsv3_t_linear(tr, DSV3_LIN_FP8, a->qa, a->xn1, &a->qx1, N, dsv3_tw(tr, DSV3_P_Q_A, l, -1), dsv3_tw(tr, DSV3_P_Q_A_BIAS, l, -1), m.ql, m.d);
         be->rmsnorm_fwd(a->qan, a->qars, a->qa, dsv3_tw(tr, DSV3_P_Q_A_NORM, l, -1), N, m.ql, LATENT_EPS);
-        dsv3_t_linear(tr, DSV3_LIN_FP8, a->q, a->qan, N, dsv3_tw(tr, DSV3_P_Q_B, l, -1), NULL, H * qk, m.ql);
+        dsv3_t_linear(tr, DSV3_LIN_FP8, a->q, a->qan, &a->qqan, N, dsv3_tw(tr, DSV3_P_Q_B, l, -1), NULL, H * qk, m.ql);
     } else {
-        dsv3_t_linear(tr, DSV3_LIN_FP8, a->q, a->xn1, N, dsv3_tw(tr, DSV3_P_Q, l, -1), NULL, H * qk, m.d);
+        dsv3_t_linear(tr, DSV3_LIN_FP8, a->q, a->xn1, &a->qx1, N, dsv3_tw(tr, DSV3_P_Q, l, -1), NULL, H * qk, m.d);
     }
     be->rope(a->q, N, (long)H * qk, H, qk, m.nope, tr->cos_t, tr->sin_t, tr->pos, tr->np, tr->interleave, 0);
     // latent + shared rope key
     float *kva = tr->dkva; // (N, kvl + rope), forward-time scratch
-    dsv3_t_linear(tr, DSV3_LIN_FP8, kva, a->xn1, N, dsv3_tw(tr, DSV3_P_KV_A, l, -1), dsv3_tw(tr, DSV3_P_KV_A_BIAS, l, -1), kva_n, m.d);
+    dsv3_t_linear(tr, DSV3_LIN_FP8, kva, a->xn1, &a->qx1, N, dsv3_tw(tr, DSV3_P_KV_A, l, -1), dsv3_tw(tr, DSV3_P_KV_A_BIAS, l, -1), kva_n, m.d);
     for (int t = 0; t < N; t++) {
         memcpy(a->c + (size_t)t * kvl, kva + (size_t)t * kva_n, sizeof(float) * kvl);
         memcpy(a->kpe + (size_t)t * rope, kva + (size_t)t * kva_n + kvl, sizeof(float) * rope);
@@ -71,7 +71,7 @@ void dsv3_t_attn_fwd(dsv3_train *tr, dsv3_layer_acts *a, dsv3_attn_mode mode) {
 
     const float *Wkvb = dsv3_tw(tr, DSV3_P_KV_B, l, -1);
     if (mode == DSV3_ATTN_NAIVE) {
-        dsv3_t_linear(tr, DSV3_LIN_FP8, a->kv, a->cn, N, Wkvb, NULL, H * m.per, kvl);
+        dsv3_t_linear(tr, DSV3_LIN_FP8, a->kv, a->cn, &a->qcn, N, Wkvb, NULL, H * m.per, kvl);
         for (int t = 0; t < N; t++)
             for (int h = 0; h < H; h++) {
                 float *k = a->kfull + ((size_t)t * H + h) * qk;
@@ -102,7 +102,7 @@ void dsv3_t_attn_fwd(dsv3_train *tr, dsv3_layer_acts *a, dsv3_attn_mode mode) {
             be->gemm(0, 1, N, m.v, kvl, 1.0f, a->lat + (size_t)h * kvl, H * kvl, Wkvb + ((size_t)h * m.per + m.nope) * kvl, kvl,
                      0.0f, a->att + (size_t)h * m.v, H * m.v);
     }
-    dsv3_t_linear(tr, DSV3_LIN_FP8_OPROJ, tr->dt, a->att, N, dsv3_tw(tr, DSV3_P_O, l, -1), dsv3_tw(tr, DSV3_P_O_BIAS, l, -1), m.d, H * m.v);
+    dsv3_t_linear(tr, DSV3_LIN_FP8_OPROJ, tr->dt, a->att, NULL, N, dsv3_tw(tr, DSV3_P_O, l, -1), dsv3_tw(tr, DSV3_P_O_BIAS, l, -1), m.d, H * m.v);
 }
 
 void dsv3_t_attn_bwd(dsv3_train *tr, dsv3_layer_acts *a, dsv3_attn_mode mode, float *dxn1, const float *dout) {
@@ -114,7 +114,7 @@ void dsv3_t_attn_bwd(dsv3_train *tr, dsv3_layer_acts *a, dsv3_attn_mode mode, fl
     float *dWkvb = dsv3_tg(tr, DSV3_P_KV_B, l, -1);
     // o_proj
     dsv3_t_linear_bwd(tr, DSV3_LIN_FP8_OPROJ, tr->datt, 0, dsv3_tg(tr, DSV3_P_O, l, -1), dsv3_tg(tr, DSV3_P_O_BIAS, l, -1), dout, a->att,
-                      dsv3_tw(tr, DSV3_P_O, l, -1), N, m.d, H * m.v);
+                      NULL, dsv3_tw(tr, DSV3_P_O, l, -1), N, m.d, H * m.v);
     float *dq = tr->dq; // (N, H·qk) once both branches are done
     if (mode == DSV3_ATTN_NAIVE) {
         memset(tr->dk, 0, sizeof(float) * (size_t)N * H * qk);
@@ -134,7 +134,7 @@ void dsv3_t_attn_bwd(dsv3_train *tr, dsv3_layer_acts *a, dsv3_attn_mode mode, fl
                 for (int j = 0; j < rope; j++) dkpe[j] += dk[m.nope + j];
             }
         }
-        dsv3_t_linear_bwd(tr, DSV3_LIN_FP8, tr->dcn, 0, dWkvb, NULL, tr->dkv, a->cn, Wkvb, N, H * m.per, kvl);
+        dsv3_t_linear_bwd(tr, DSV3_LIN_FP8, tr->dcn, 0, dWkvb, NULL, tr->dkv, a->cn, &a->qcn, Wkvb, N, H * m.per, kvl);
     } else {
         const int qc = kva_n;
         for (int h = 0; h < H; h++) {
@@ -177,16 +177,16 @@ void dsv3_t_attn_bwd(dsv3_train *tr, dsv3_layer_acts *a, dsv3_attn_mode mode, fl
     // queries
     be->rope(dq, N, (long)H * qk, H, qk, m.nope, tr->cos_t, tr->sin_t, tr->pos, tr->np, tr->interleave, 1);
     if (m.ql > 0) {
-        dsv3_t_linear_bwd(tr, DSV3_LIN_FP8, tr->dqan, 0, dsv3_tg(tr, DSV3_P_Q_B, l, -1), NULL, dq, a->qan, dsv3_tw(tr, DSV3_P_Q_B, l, -1), N,
+        dsv3_t_linear_bwd(tr, DSV3_LIN_FP8, tr->dqan, 0, dsv3_tg(tr, DSV3_P_Q_B, l, -1), NULL, dq, a->qan, &a->qqan, dsv3_tw(tr, DSV3_P_Q_B, l, -1), N,
                           H * qk, m.ql);
         be->rmsnorm_bwd(tr->dqa, dsv3_tg(tr, DSV3_P_Q_A_NORM, l, -1), tr->dqan, a->qa, dsv3_tw(tr, DSV3_P_Q_A_NORM, l, -1),
                         a->qars, N, m.ql);
         dsv3_t_linear_bwd(tr, DSV3_LIN_FP8, dxn1, 0, dsv3_tg(tr, DSV3_P_Q_A, l, -1), dsv3_tg(tr, DSV3_P_Q_A_BIAS, l, -1), tr->dqa, a->xn1,
-                          dsv3_tw(tr, DSV3_P_Q_A, l, -1), N, m.ql, m.d);
+                          &a->qx1, dsv3_tw(tr, DSV3_P_Q_A, l, -1), N, m.ql, m.d);
     } else {
-        dsv3_t_linear_bwd(tr, DSV3_LIN_FP8, dxn1, 0, dsv3_tg(tr, DSV3_P_Q, l, -1), NULL, dq, a->xn1, dsv3_tw(tr, DSV3_P_Q, l, -1), N, H * qk,
+        dsv3_t_linear_bwd(tr, DSV3_LIN_FP8, dxn1, 0, dsv3_tg(tr, DSV3_P_Q, l, -1), NULL, dq, a->xn1, &a->qx1, dsv3_tw(tr, DSV3_P_Q, l, -1), N, H * qk,
                           m.d);
     }
     dsv3_t_linear_bwd(tr, DSV3_LIN_FP8, dxn1, 1, dsv3_tg(tr, DSV3_P_KV_A, l, -1), dsv3_tg(tr, DSV3_P_KV_A_BIAS, l, -1), dkva, a->xn1,
-                      dsv3_tw(tr, DSV3_P_KV_A, l, -1), N, kva_n, m.d);
+                      &a->qx1, dsv3_tw(tr, DSV3_P_KV_A, l, -1), N, kva_n, m.d);
 }

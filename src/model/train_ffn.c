@@ -34,37 +34,49 @@ static void topk_flags(const float *s, int E, int K, unsigned char *flags) {
 }
 
 // expert: 1 for routed and shared experts (their FP8 scale policy, train.h), 0 for the dense MLP.
-static void swiglu_block_fwd(dsv3_train *tr, int expert, const float *x, int N, int in, const float *Wg, const float *Wu,
-                             const float *Wd, int I, float *g, float *u, float *a, float *out) {
+// xq, aq: the FP8 codes of x and of the activation a (the down projection's input).
+static void swiglu_block_fwd(dsv3_train *tr, int expert, const float *x, dsv3_xq *xq, int N, int in, const float *Wg,
+                             const float *Wu, const float *Wd, int I, float *g, float *u, float *a, dsv3_xq *aq, float *out) {
     const dsv3_lin_role rin = expert ? DSV3_LIN_FP8_EXPIN : DSV3_LIN_FP8, rout = expert ? DSV3_LIN_FP8_EXPOUT : DSV3_LIN_FP8;
-    dsv3_t_linear(tr, rin, g, x, N, Wg, NULL, I, in);
-    dsv3_t_linear(tr, rin, u, x, N, Wu, NULL, I, in);
+    dsv3_t_linear(tr, rin, g, x, xq, N, Wg, NULL, I, in);
+    dsv3_t_linear(tr, rin, u, x, xq, N, Wu, NULL, I, in);
     tr->be->swiglu_fwd(a, g, u, (long)N * I);
-    dsv3_t_linear(tr, rout, out, a, N, Wd, NULL, in, I);
+    dsv3_t_linear(tr, rout, out, a, aq, N, Wd, NULL, in, I);
 }
 
 // dx (= or += when acc) from dout through down(silu(gate x) ⊙ up x); da/dg/du are (N, I) scratch.
-static void swiglu_block_bwd(dsv3_train *tr, int expert, float *dx, int acc, const float *dout, const float *x, int N, int in,
-                             const float *Wg, const float *Wu, const float *Wd, float *dWg, float *dWu, float *dWd, int I,
-                             const float *g, const float *u, const float *a, float *da, float *dg, float *du) {
+static void swiglu_block_bwd(dsv3_train *tr, int expert, float *dx, int acc, const float *dout, const float *x, dsv3_xq *xq, int N,
+                             int in, const float *Wg, const float *Wu, const float *Wd, float *dWg, float *dWu, float *dWd, int I,
+                             const float *g, const float *u, const float *a, dsv3_xq *aq, float *da, float *dg, float *du) {
     const dsv3_lin_role rin = expert ? DSV3_LIN_FP8_EXPIN : DSV3_LIN_FP8, rout = expert ? DSV3_LIN_FP8_EXPOUT : DSV3_LIN_FP8;
-    dsv3_t_linear_bwd(tr, rout, da, 0, dWd, NULL, dout, a, Wd, N, in, I);
+    dsv3_t_linear_bwd(tr, rout, da, 0, dWd, NULL, dout, a, aq, Wd, N, in, I);
     tr->be->swiglu_bwd(dg, du, da, g, u, (long)N * I);
-    dsv3_t_linear_bwd(tr, rin, dx, acc, dWg, NULL, dg, x, Wg, N, I, in);
-    dsv3_t_linear_bwd(tr, rin, dx, 1, dWu, NULL, du, x, Wu, N, I, in);
+    dsv3_t_linear_bwd(tr, rin, dx, acc, dWg, NULL, dg, x, xq, Wg, N, I, in);
+    dsv3_t_linear_bwd(tr, rin, dx, 1, dWu, NULL, du, x, xq, Wu, N, I, in);
+}
+
+// The codes of rows p0.. of a per-slot input (the routed experts' views into the layer's codes).
+static dsv3_xq xq_rows(const dsv3_xq *q, int p0, int cols, int ready) {
+    dsv3_xq v = {NULL, NULL, 0};
+    if (!q->q) return v;
+    const int nk = (cols + DSV3_QUANT_TILE - 1) / DSV3_QUANT_TILE;
+    v.q = q->q + (size_t)p0 * cols;
+    v.s = q->s + (size_t)p0 * nk;
+    v.ready = ready;
+    return v;
 }
 
 double dsv3_t_ffn_fwd(dsv3_train *tr, dsv3_layer_acts *a, float *out, float alpha) {
     const dsv3_config *c = &tr->tm->cfg;
     const int l = a->layer, N = a->N, d = c->hidden_size;
     if (!dsv3_layer_is_moe(c, l)) {
-        swiglu_block_fwd(tr, 0, a->xn2, N, d, dsv3_tw(tr, DSV3_P_GATE, l, -1), dsv3_tw(tr, DSV3_P_UP, l, -1),
-                         dsv3_tw(tr, DSV3_P_DOWN, l, -1), c->intermediate_size, a->g, a->u, a->a, out);
+        swiglu_block_fwd(tr, 0, a->xn2, &a->qx2, N, d, dsv3_tw(tr, DSV3_P_GATE, l, -1), dsv3_tw(tr, DSV3_P_UP, l, -1),
+                         dsv3_tw(tr, DSV3_P_DOWN, l, -1), c->intermediate_size, a->g, a->u, a->a, &a->qact, out);
         return 0.0;
     }
     const int E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
     const int Ish = Im * c->n_shared_experts;
-    dsv3_t_linear(tr, DSV3_LIN_HI, a->rlog, a->xn2, N, dsv3_tw(tr, DSV3_P_ROUTER, l, -1), NULL, E, d);
+    dsv3_t_linear(tr, DSV3_LIN_HI, a->rlog, a->xn2, NULL, N, dsv3_tw(tr, DSV3_P_ROUTER, l, -1), NULL, E, d);
     const float *bias = c->use_correction_bias ? dsv3_tw(tr, DSV3_P_CORR_BIAS, l, -1) : NULL;
     for (int t = 0; t < N; t++)
         dsv3_route_token(c, a->rlog + (size_t)t * E, bias, a->eidx + (size_t)t * K, a->ew + (size_t)t * K, tr->rscratch);
@@ -80,16 +92,33 @@ double dsv3_t_ffn_fwd(dsv3_train *tr, dsv3_layer_acts *a, float *out, float alph
             a->tok[p] = t;
             a->slot_of[(size_t)t * K + k] = p;
         }
-    #pragma omp parallel for schedule(static) if ((size_t)N * K * d > 65536)
-    for (int p = 0; p < N * K; p++) memcpy(a->xs + (size_t)p * d, a->xn2 + (size_t)a->tok[p] * d, sizeof(float) * d);
+    // dispatch: the fp32 rows (kept unless act8) and, under the FP8 recipe, xn2's codes (made once, in
+    // the experts' UE8M0 input format; 1×128 tiles are per row, so gathering them equals quantizing xs)
+    if (a->xs) {
+        #pragma omp parallel for schedule(static) if ((size_t)N * K * d > 65536)
+        for (int p = 0; p < N * K; p++) memcpy(a->xs + (size_t)p * d, a->xn2 + (size_t)a->tok[p] * d, sizeof(float) * d);
+    }
+    const int codes = tr->fp8 && a->qxs.q;
+    if (codes) {
+        const int nk = (d + DSV3_QUANT_TILE - 1) / DSV3_QUANT_TILE;
+        dsv3_fp8_quant_input(tr, DSV3_LIN_FP8_EXPIN, &a->qx2, a->xn2, N, d);
+        #pragma omp parallel for schedule(static) if ((size_t)N * K * d > 65536)
+        for (int p = 0; p < N * K; p++) {
+            memcpy(a->qxs.q + (size_t)p * d, a->qx2.q + (size_t)a->tok[p] * d, (size_t)d);
+            memcpy(a->qxs.s + (size_t)p * nk, a->qx2.s + (size_t)a->tok[p] * nk, sizeof(float) * nk);
+        }
+        a->qxs.ready = 1;
+    }
     #pragma omp parallel for schedule(dynamic, 1)
     for (int e = 0; e < E; e++) {
         const int p0 = a->off[e], n = a->off[e + 1] - p0;
         if (n == 0) continue;
-        swiglu_block_fwd(tr, 1, a->xs + (size_t)p0 * d, n, d, dsv3_tw(tr, DSV3_P_EXP_GATE, l, e), dsv3_tw(tr, DSV3_P_EXP_UP, l, e),
-                         dsv3_tw(tr, DSV3_P_EXP_DOWN, l, e), Im, a->eg + (size_t)p0 * Im, a->eu + (size_t)p0 * Im,
-                         a->ea + (size_t)p0 * Im, a->ey + (size_t)p0 * d);
+        dsv3_xq xv = xq_rows(&a->qxs, p0, d, codes), av = xq_rows(&a->qea, p0, Im, 0);
+        swiglu_block_fwd(tr, 1, a->xs ? a->xs + (size_t)p0 * d : NULL, &xv, n, d, dsv3_tw(tr, DSV3_P_EXP_GATE, l, e),
+                         dsv3_tw(tr, DSV3_P_EXP_UP, l, e), dsv3_tw(tr, DSV3_P_EXP_DOWN, l, e), Im, a->eg + (size_t)p0 * Im,
+                         a->eu + (size_t)p0 * Im, a->ea + (size_t)p0 * Im, &av, a->ey + (size_t)p0 * d);
     }
+    if (codes) a->qea.ready = 1;
     #pragma omp parallel for schedule(static) if ((size_t)N * d > 65536)
     for (int t = 0; t < N; t++) { // ascending expert order: deterministic
         float *o = out + (size_t)t * d;
@@ -101,8 +130,8 @@ double dsv3_t_ffn_fwd(dsv3_train *tr, dsv3_layer_acts *a, float *out, float alph
     }
     if (Ish > 0) {
         float *ys = tr->dx; // forward-time scratch (N, d)
-        swiglu_block_fwd(tr, 1, a->xn2, N, d, dsv3_tw(tr, DSV3_P_SH_GATE, l, -1), dsv3_tw(tr, DSV3_P_SH_UP, l, -1),
-                         dsv3_tw(tr, DSV3_P_SH_DOWN, l, -1), Ish, a->sg, a->su, a->sa, ys);
+        swiglu_block_fwd(tr, 1, a->xn2, &a->qx2, N, d, dsv3_tw(tr, DSV3_P_SH_GATE, l, -1), dsv3_tw(tr, DSV3_P_SH_UP, l, -1),
+                         dsv3_tw(tr, DSV3_P_SH_DOWN, l, -1), Ish, a->sg, a->su, a->sa, &a->qsa, ys);
         for (size_t i = 0; i < (size_t)N * d; i++) out[i] += ys[i];
     }
     // sequence-wise balance loss: per row, f_i from the unbiased top-K of the raw scores, P_i the
@@ -138,18 +167,18 @@ void dsv3_t_ffn_bwd(dsv3_train *tr, dsv3_layer_acts *a, float *dxn2, const float
     const dsv3_config *c = &tr->tm->cfg;
     const int l = a->layer, N = a->N, d = c->hidden_size;
     if (!dsv3_layer_is_moe(c, l)) {
-        swiglu_block_bwd(tr, 0, dxn2, 0, dout, a->xn2, N, d, dsv3_tw(tr, DSV3_P_GATE, l, -1), dsv3_tw(tr, DSV3_P_UP, l, -1),
+        swiglu_block_bwd(tr, 0, dxn2, 0, dout, a->xn2, &a->qx2, N, d, dsv3_tw(tr, DSV3_P_GATE, l, -1), dsv3_tw(tr, DSV3_P_UP, l, -1),
                          dsv3_tw(tr, DSV3_P_DOWN, l, -1), dsv3_tg(tr, DSV3_P_GATE, l, -1), dsv3_tg(tr, DSV3_P_UP, l, -1),
-                         dsv3_tg(tr, DSV3_P_DOWN, l, -1), c->intermediate_size, a->g, a->u, a->a, tr->da, tr->dg, tr->du);
+                         dsv3_tg(tr, DSV3_P_DOWN, l, -1), c->intermediate_size, a->g, a->u, a->a, &a->qact, tr->da, tr->dg, tr->du);
         return;
     }
     const int E = c->n_routed_experts, K = c->num_experts_per_tok, Im = c->moe_intermediate_size;
     const int Ish = Im * c->n_shared_experts;
     if (Ish > 0)
-        swiglu_block_bwd(tr, 1, dxn2, 0, dout, a->xn2, N, d, dsv3_tw(tr, DSV3_P_SH_GATE, l, -1),
+        swiglu_block_bwd(tr, 1, dxn2, 0, dout, a->xn2, &a->qx2, N, d, dsv3_tw(tr, DSV3_P_SH_GATE, l, -1),
                          dsv3_tw(tr, DSV3_P_SH_UP, l, -1), dsv3_tw(tr, DSV3_P_SH_DOWN, l, -1),
                          dsv3_tg(tr, DSV3_P_SH_GATE, l, -1), dsv3_tg(tr, DSV3_P_SH_UP, l, -1),
-                         dsv3_tg(tr, DSV3_P_SH_DOWN, l, -1), Ish, a->sg, a->su, a->sa, tr->da, tr->dg, tr->du);
+                         dsv3_tg(tr, DSV3_P_SH_DOWN, l, -1), Ish, a->sg, a->su, a->sa, &a->qsa, tr->da, tr->dg, tr->du);
     else
         memset(dxn2, 0, sizeof(float) * (size_t)N * d);
     // routed experts: dy per slot = w · dout, dw = <dout, y>
@@ -169,11 +198,12 @@ void dsv3_t_ffn_bwd(dsv3_train *tr, dsv3_layer_acts *a, float *dxn2, const float
     for (int e = 0; e < E; e++) {
         const int p0 = a->off[e], n = a->off[e + 1] - p0;
         if (n == 0) continue;
-        swiglu_block_bwd(tr, 1, tr->dxs + (size_t)p0 * d, 0, tr->dey + (size_t)p0 * d, a->xs + (size_t)p0 * d, n, d,
-                         dsv3_tw(tr, DSV3_P_EXP_GATE, l, e), dsv3_tw(tr, DSV3_P_EXP_UP, l, e), dsv3_tw(tr, DSV3_P_EXP_DOWN, l, e),
-                         dsv3_tg(tr, DSV3_P_EXP_GATE, l, e), dsv3_tg(tr, DSV3_P_EXP_UP, l, e), dsv3_tg(tr, DSV3_P_EXP_DOWN, l, e),
-                         Im, a->eg + (size_t)p0 * Im, a->eu + (size_t)p0 * Im, a->ea + (size_t)p0 * Im,
-                         tr->dea + (size_t)p0 * Im, tr->deg + (size_t)p0 * Im, tr->deu + (size_t)p0 * Im);
+        dsv3_xq xv = xq_rows(&a->qxs, p0, d, a->qxs.ready), av = xq_rows(&a->qea, p0, Im, a->qea.ready);
+        swiglu_block_bwd(tr, 1, tr->dxs + (size_t)p0 * d, 0, tr->dey + (size_t)p0 * d, a->xs ? a->xs + (size_t)p0 * d : NULL, &xv,
+                         n, d, dsv3_tw(tr, DSV3_P_EXP_GATE, l, e), dsv3_tw(tr, DSV3_P_EXP_UP, l, e),
+                         dsv3_tw(tr, DSV3_P_EXP_DOWN, l, e), dsv3_tg(tr, DSV3_P_EXP_GATE, l, e), dsv3_tg(tr, DSV3_P_EXP_UP, l, e),
+                         dsv3_tg(tr, DSV3_P_EXP_DOWN, l, e), Im, a->eg + (size_t)p0 * Im, a->eu + (size_t)p0 * Im,
+                         a->ea + (size_t)p0 * Im, &av, tr->dea + (size_t)p0 * Im, tr->deg + (size_t)p0 * Im, tr->deu + (size_t)p0 * Im);
     }
     #pragma omp parallel for schedule(static) if ((size_t)N * K * d > 65536)
     for (int t = 0; t < N; t++) {
@@ -220,6 +250,6 @@ void dsv3_t_ffn_bwd(dsv3_train *tr, dsv3_layer_acts *a, float *dxn2, const float
             for (int e = 0; e < E; e++) dz[e] = (float)(s[e] * (ds[e] - dot));
         }
     }
-    dsv3_t_linear_bwd(tr, DSV3_LIN_HI, dxn2, 1, dsv3_tg(tr, DSV3_P_ROUTER, l, -1), NULL, tr->drl, a->xn2, dsv3_tw(tr, DSV3_P_ROUTER, l, -1),
-                      N, E, d);
+    dsv3_t_linear_bwd(tr, DSV3_LIN_HI, dxn2, 1, dsv3_tg(tr, DSV3_P_ROUTER, l, -1), NULL, tr->drl, a->xn2, NULL,
+                      dsv3_tw(tr, DSV3_P_ROUTER, l, -1), N, E, d);
 }

@@ -5,8 +5,11 @@
 //   Dgrad  A = dY (N, out) 1×128 codes,    B = Wᵀ (in, out): W's codes transposed   -> dX (N, in)
 //   Wgrad  A = dYᵀ (out, N) 1×128 codes,   B = Xᵀ (in, N) 1×128 codes (b_block_n 1) -> dW (out, in) +=
 // Weight codes are made once per step (dsv3_fp8_new_step bumps a generation; the first use in the
-// step quantizes), the transposed copy on the first backward use. Quantization scratch is per thread
-// (the routed experts run their Linears on OpenMP threads) and grows on first use only.
+// step quantizes), the transposed copy on the first backward use. Activation codes live in the
+// training arena (dsv3_xq, train_impl.h): the first Fprop reading an input in the step makes them,
+// the other Linears on that input and its Wgrad reuse them (without them: quantized into scratch).
+// Quantization scratch is per thread (the routed experts run their Linears on OpenMP threads) and
+// grows on first use only.
 #include "model/train_impl.h"
 #include "core/error.h"
 #include "numerics/bf16.h"
@@ -24,20 +27,6 @@ typedef struct {
 
 typedef struct { size_t cap, off; char *p; } arena;
 
-// The FP8 copy of a Linear input, made by the Fprop and reused by the backward's Wgrad (re-tiled) and
-// by other Linears reading the same input in the same step (q_a/kv_a, gate/up): keyed by the input's
-// address, shape and scale format; valid for the step generation it was made in (every input buffer is
-// written once per step: per-layer activations).
-typedef struct {
-    const float *x;
-    int N, in;
-    dsv3_scale_fmt f;
-    unsigned gen;
-    size_t cap;           // bytes of q
-    uint8_t *q;           // (N, in) codes
-    float *s;             // (N, ceil in) scales
-} xcache;
-
 struct dsv3_fp8_state {
     dsv3_fp8_recipe r;
     unsigned gen;
@@ -46,8 +35,6 @@ struct dsv3_fp8_state {
     wcache *w;            // (nm)
     int nthr;
     arena *scr;           // (nthr) per-thread scratch
-    int nx, capx;
-    xcache **xc;          // (nx) input codes (each entry allocated once: pointers stay valid)
 };
 
 static int ceil128(int n) { return (n + DSV3_QUANT_TILE - 1) / DSV3_QUANT_TILE; }
@@ -89,8 +76,6 @@ void dsv3_fp8_state_free(dsv3_fp8_state *s) {
     if (!s) return;
     for (int i = 0; i < s->nm; i++) { free(s->w[i].q); free(s->w[i].qt); free(s->w[i].s); free(s->w[i].st); }
     for (int t = 0; t < s->nthr; t++) free(s->scr[t].p);
-    for (int i = 0; i < s->nx; i++) { free(s->xc[i]->q); free(s->xc[i]->s); free(s->xc[i]); }
-    free(s->xc);
     free(s->w); free(s->off); free(s->scr);
     free(s);
 }
@@ -98,17 +83,17 @@ void dsv3_fp8_state_free(dsv3_fp8_state *s) {
 void dsv3_fp8_new_step(dsv3_fp8_state *s) {
     if (++s->gen == 0) { // wrapped: invalidate everything
         for (int i = 0; i < s->nm; i++) s->w[i].gen = s->w[i].gen_t = 0;
-        for (int i = 0; i < s->nx; i++) s->xc[i]->gen = 0;
         s->gen = 1;
     }
 }
 
 int dsv3_train_set_fp8(dsv3_train *tr, const dsv3_fp8_recipe *r) {
+    if (r && r->acc.mode == DSV3_FP8_ACC_LIMITED && (r->acc.bits < 2 || r->acc.bits > 40 || r->acc.group < 1 || r->acc.nc < 0))
+        return dsv3_errorf("fp8 recipe: bad accumulator settings (bits %d, group %d, nc %d)", r->acc.bits, r->acc.group, r->acc.nc);
+    if (dsv3_t_replan(tr, r) < 0) return -1;
     dsv3_fp8_state_free(tr->fp8);
     tr->fp8 = NULL;
     if (!r) return 0;
-    if (r->acc.mode == DSV3_FP8_ACC_LIMITED && (r->acc.bits < 2 || r->acc.bits > 40 || r->acc.group < 1 || r->acc.nc < 0))
-        return dsv3_errorf("fp8 recipe: bad accumulator settings (bits %d, group %d, nc %d)", r->acc.bits, r->acc.group, r->acc.nc);
     const dsv3_param_table *tab = &tr->tm->tab;
     dsv3_fp8_state *s = dsv3_calloc(1, sizeof *s);
     s->r = *r;
@@ -208,51 +193,26 @@ static void round_bf16(float *y, size_t n) {
 }
 
 
-// The cache entry of Linear input x (N, in) with scale format f; fill_codes makes its E4M3 1×128 codes
-// for this step on first use.
-static xcache *input_codes(dsv3_fp8_state *s, const float *x, int N, int in, dsv3_scale_fmt f) {
-    xcache *e = NULL;
-    #pragma omp critical(dsv3_fp8_xcache)
-    {
-        for (int i = 0; i < s->nx && !e; i++)
-            if (s->xc[i]->x == x && s->xc[i]->N == N && s->xc[i]->in == in && s->xc[i]->f == f) e = s->xc[i];
-        if (!e) {
-            if (s->nx == s->capx) {
-                s->capx = s->capx ? 2 * s->capx : 64;
-                xcache **n = realloc(s->xc, sizeof *n * (size_t)s->capx);
-                DSV3_ASSERT(n != NULL);
-                s->xc = n;
-            }
-            e = dsv3_calloc(1, sizeof *e);
-            e->x = x; e->N = N; e->in = in; e->f = f;
-            s->xc[s->nx++] = e;
-        }
-    }
-    return e; // used only by the thread whose Linear reads x (the routed experts' inputs are distinct)
-}
-
-static void fill_codes(dsv3_fp8_state *s, xcache *e) {
-    if (e->gen == s->gen) return;
-    const size_t n = (size_t)e->N * e->in;
-    if (e->cap < n || !e->q) {
-        free(e->q); free(e->s);
-        e->q = dsv3_malloc(n ? n : 1);
-        e->s = dsv3_malloc(sizeof(float) * ((size_t)e->N * ceil128(e->in) + 1));
-        e->cap = n;
-    }
-    dsv3_quant_1x128_e4m3(e->q, e->s, e->x, e->N, e->in, e->f);
-    e->gen = s->gen;
+void dsv3_fp8_quant_input(dsv3_train *tr, dsv3_lin_role role, dsv3_xq *xq, const float *x, int N, int in) {
+    dsv3_quant_1x128_e4m3(xq->q, xq->s, x, N, in, in_fmt(tr->fp8, role));
+    xq->ready = 1;
 }
 
 // ---- the three GEMMs ----------------------------------------------------------------------------
 
-void dsv3_fp8_linear_fwd(dsv3_train *tr, dsv3_lin_role role, float *y, const float *x, int N, const float *W, int out, int in) {
+void dsv3_fp8_linear_fwd(dsv3_train *tr, dsv3_lin_role role, float *y, const float *x, dsv3_xq *xq, int N, const float *W, int out,
+                         int in) {
     dsv3_fp8_state *s = tr->fp8;
     const int nk = ceil128(in);
     wcache *w = weight_codes(tr, W, out, in, 0);
-    xcache *e = input_codes(s, x, N, in, in_fmt(s, role));
-    fill_codes(s, e);
-    dsv3_fp8_gemm_args g = {.M = N, .N = out, .K = in, .a = e->q, .lda = in, .sa = e->s, .sa_stride_m = nk, .sa_stride_k = 1,
+    dsv3_xq tmp;
+    if (!xq || !xq->q) { // not kept: quantize into scratch
+        arena *a = scratch(tr, SZ((size_t)N * in) + SZ(4 * (size_t)N * nk));
+        tmp.q = take(a, (size_t)N * in); tmp.s = take(a, 4 * (size_t)N * nk); tmp.ready = 0;
+        xq = &tmp;
+    }
+    if (!xq->ready) dsv3_fp8_quant_input(tr, role, xq, x, N, in);
+    dsv3_fp8_gemm_args g = {.M = N, .N = out, .K = in, .a = xq->q, .lda = in, .sa = xq->s, .sa_stride_m = nk, .sa_stride_k = 1,
                             .b = w->q, .ldb = in, .sb = w->s, .b_block_n = 128};
     tr->be->fp8_gemm(&g, &s->r.acc, y, out, 0.0f);
     round_bf16(y, (size_t)N * out);
@@ -273,7 +233,7 @@ static void quant_dy(const dsv3_fp8_state *s, uint8_t *q, float *sc, float *blk,
 }
 
 void dsv3_fp8_linear_bwd(dsv3_train *tr, dsv3_lin_role role, float *dx, int acc, float *dW, const float *dy, const float *x,
-                         const float *W, int N, int out, int in) {
+                         dsv3_xq *xq, const float *W, int N, int out, int in) {
     dsv3_fp8_state *s = tr->fp8;
     const int no = ceil128(out), ni = ceil128(in), nt = ceil128(N);
     const dsv3_scale_fmt fx = in_fmt(s, role), fg = grad_fmt(s, role);
@@ -319,9 +279,14 @@ void dsv3_fp8_linear_bwd(dsv3_train *tr, dsv3_lin_role role, float *dx, int acc,
     } else if (s->r.wgrad_x_high) {
         dsv3_quant_1x128_t_e4m3(qxt, sxt, x, N, in, fx);
     } else { // re-tile the Fprop's codes: their values, quantized again along the tokens
-        xcache *e = input_codes(s, x, N, in, fx);
-        fill_codes(s, e); // a no-op after this step's Fprop
-        dsv3_quant_retile_fused_1x128_t_e4m3(qxt, sxt, e->q, e->s, N, in, fx);
+        dsv3_xq tmp;
+        if (!xq || !xq->q || !xq->ready) { // not kept: the Fprop's codes again, from the fp32 input
+            DSV3_ASSERT(x != NULL);
+            tmp.q = take(a, Nin); tmp.s = take(a, 4 * (size_t)N * ni);
+            dsv3_fp8_quant_input(tr, role, &tmp, x, N, in);
+            xq = &tmp;
+        }
+        dsv3_quant_retile_fused_1x128_t_e4m3(qxt, sxt, xq->q, xq->s, N, in, fx);
     }
     dsv3_fp8_gemm_args g = {.M = out, .N = in, .K = N, .a = qdt, .lda = N, .sa = sdt, .sa_stride_m = nt, .sa_stride_k = 1,
                             .b = qxt, .ldb = N, .sb = sxt, .b_block_n = 1};

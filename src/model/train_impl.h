@@ -2,6 +2,12 @@
 #pragma once
 #include "model/train.h"
 
+// The E4M3 1×128 codes of an FP8 Linear's input (numerics/quant.h layout: (N, in) codes, (N, ceil(in/128))
+// scales), planned in the activation arena under the FP8 recipe: made by the first Fprop reading the
+// input in the step (ready = 1), reused by the other Linears reading it and re-tiled by the Wgrads.
+// q == NULL: not planned (quantize into scratch).
+typedef struct { uint8_t *q; float *s; int ready; } dsv3_xq;
+
 // Activations one decoder layer keeps for its backward. N = B·Tl rows (Tl = T for main layers,
 // T − k for the depth-k MTP block), row b·Tl + i = token i of row b.
 typedef struct {
@@ -32,6 +38,10 @@ typedef struct {
     float *ey;                 // (N·K, d)          expert outputs per slot
     float *sg, *su, *sa;       // (N, Ish)          shared experts
     float *f;                  // (B, E)            balance-loss f_i per row (constants)
+    // FP8 recipe: codes of the FP8 Linears' inputs. With the fp32 copies not kept (act8), xn1, qan,
+    // cn, xn2, a, ea, sa point into layer-shared transient buffers (xn2 is recomputed for the router's
+    // Wgrad) and xs is not planned: the experts' codes are gathered from xn2's.
+    dsv3_xq qx1, qqan, qcn, qx2, qxs, qact, qea, qsa;
 } dsv3_layer_acts;
 
 typedef struct dsv3_fp8_state dsv3_fp8_state; // train_fp8.c
@@ -48,6 +58,9 @@ typedef enum {
 
 struct dsv3_train {
     dsv3_fp8_state *fp8;       // NULL: no FP8 Linears
+    int plan8;                 // the arenas hold the FP8 input codes (dsv3_xq)
+    int act8;                  // ... and not the fp32 copies of those inputs (transient buffers instead)
+    size_t max_bytes;          // the limit dsv3_train_new was given (re-planning checks it again)
     dsv3_tmodel *tm;
     const dsv3_backend *be;
     int B, T, D;               // D = MTP layers planned
@@ -66,6 +79,7 @@ struct dsv3_train {
     float *memb[DSV3_TRAIN_MAX_MTP], *men[DSV3_TRAIN_MAX_MTP], *mrse[DSV3_TRAIN_MAX_MTP];  // depth k: Emb, enorm(Emb), 1/rms
     float *mhp[DSV3_TRAIN_MAX_MTP], *mhn[DSV3_TRAIN_MAX_MTP], *mrsh[DSV3_TRAIN_MAX_MTP];   // h_prev gathered, hnorm(h_prev), 1/rms
     float *mcat[DSV3_TRAIN_MAX_MTP];                                                      // (N_k, 2d) [en | hn]
+    dsv3_xq qcat[DSV3_TRAIN_MAX_MTP];                                                     // its FP8 codes (eh_proj input)
     float *mxo[DSV3_TRAIN_MAX_MTP], *mh[DSV3_TRAIN_MAX_MTP], *mrso[DSV3_TRAIN_MAX_MTP];   // block output, shared_head.norm, 1/rms
     float *mdh[DSV3_TRAIN_MAX_MTP];                                                       // dL/d mh from the depth's cross-entropy
     // workspace (reused by every layer)
@@ -87,20 +101,30 @@ struct dsv3_train {
     void *act_arena, *ws_arena;
 };
 
+// Re-plans the arenas for FP8 recipe r (NULL: none) when what they must hold changes (train.c); their
+// contents are lost: call before the first step. 0, or -1 with a message.
+int dsv3_t_replan(dsv3_train *tr, const dsv3_fp8_recipe *r);
+
 // Pointers to the fp32 weights and gradients of a table entry kind in `layer` (expert e or -1).
 float *dsv3_tw(dsv3_train *tr, int kind, int layer, int expert);
 float *dsv3_tg(dsv3_train *tr, int kind, int layer, int expert);
 
-// y (N, out) = x (N, in) · Wᵀ (+ bias): the fprop form through the backend.
-void dsv3_t_linear(dsv3_train *tr, dsv3_lin_role role, float *y, const float *x, int N, const float *W, const float *bias, int out, int in);
+// y (N, out) = x (N, in) · Wᵀ (+ bias): the fprop form through the backend. xq: the input's FP8 codes
+// (FP8 Linears under the recipe; NULL or unplanned: quantized into scratch). x may be NULL when xq is
+// ready (an FP8 Linear whose fp32 input is not kept).
+void dsv3_t_linear(dsv3_train *tr, dsv3_lin_role role, float *y, const float *x, dsv3_xq *xq, int N, const float *W,
+                   const float *bias, int out, int in);
 // dX (=, or += when acc) dY·W and dW += dYᵀ·X, dbias += Σ rows dY (when non-NULL).
 void dsv3_t_linear_bwd(dsv3_train *tr, dsv3_lin_role role, float *dx, int acc, float *dW, float *dbias, const float *dy, const float *x,
-                       const float *W, int N, int out, int in);
+                       dsv3_xq *xq, const float *W, int N, int out, int in);
 
 // The FP8 Linear forms (train_fp8.c): y = bf16(fprop); dx (=, += when acc) bf16(dgrad); dW += wgrad.
-void dsv3_fp8_linear_fwd(dsv3_train *tr, dsv3_lin_role role, float *y, const float *x, int N, const float *W, int out, int in);
+void dsv3_fp8_linear_fwd(dsv3_train *tr, dsv3_lin_role role, float *y, const float *x, dsv3_xq *xq, int N, const float *W, int out,
+                         int in);
 void dsv3_fp8_linear_bwd(dsv3_train *tr, dsv3_lin_role role, float *dx, int acc, float *dW, const float *dy, const float *x,
-                         const float *W, int N, int out, int in);
+                         dsv3_xq *xq, const float *W, int N, int out, int in);
+// Fills xq with the codes of x (N, in) for a Linear of `role` (its input scale format), ready = 1.
+void dsv3_fp8_quant_input(dsv3_train *tr, dsv3_lin_role role, dsv3_xq *xq, const float *x, int N, int in);
 void dsv3_fp8_state_free(dsv3_fp8_state *s);
 void dsv3_fp8_new_step(dsv3_fp8_state *s); // weights may have changed: requantize on first use
 

@@ -508,7 +508,9 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
         cfg.adam.beta1 = RV("beta1"); cfg.adam.beta2 = RV("beta2"); cfg.adam.eps = RV("eps"); cfg.adam.weight_decay = RV("weight_decay");
         cfg.attn = (dsv3_attn_mode)(int)RV("attn");
         cfg.precision = isnan(RV("precision")) ? 0 : (int)RV("precision"); // states written before --precision: fp32
+        const int keep_inputs = cfg.fp8.keep_fp32_inputs; // a memory choice of this invocation, not of the run
         dsv3_fp8_recipe_default(&cfg.fp8);
+        cfg.fp8.keep_fp32_inputs = keep_inputs;
         if (cfg.precision == 2) {
             const double ue = RV("fp8_scale_ue8m0"), nc = RV("fp8_accum_nc"), db = RV("fp8_dgrad_block"), wh = RV("fp8_wgrad_x_high");
             char acc[32];
@@ -606,10 +608,11 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
                 ab / 1048576.0, wb / 1048576.0);
         char acc[32];
         if (cfg.precision == 2)
-            fprintf(stderr, "dsv3 train: precision fp8 (E4M3 Linears, %s scales, accumulator %s, dY %s, Wgrad X %s), %s moments\n",
+            fprintf(stderr, "dsv3 train: precision fp8 (E4M3 Linears, %s scales, accumulator %s, dY %s, Wgrad X %s, Linear inputs "
+                    "kept as %s), %s moments\n",
                     cfg.fp8.scale_fmt == DSV3_SCALE_UE8M0 ? "ue8m0" : "amax", dsv3_fp8_accum_name(&cfg.fp8.acc, acc, sizeof acc),
                     cfg.fp8.dgrad_block ? "128x128 blocks" : "1x128 tiles", cfg.fp8.wgrad_x_high ? "from high precision" : "re-tiled",
-                    opt.mb ? "bf16" : "f32");
+                    cfg.fp8.keep_fp32_inputs || cfg.fp8.wgrad_x_high ? "fp8 codes + fp32" : "fp8 codes", opt.mb ? "bf16" : "f32");
         else
             fprintf(stderr, "dsv3 train: precision %s, %s moments\n", cfg.precision ? "bf16" : "fp32", opt.mb ? "bf16" : "f32");
     }

@@ -80,6 +80,11 @@ check "fp8 loss ($l8) within 2% of fp32 ($l32)" awk -v a="$l32" -v b="$l8" 'BEGI
 check "fp8 gradients differ from bf16" bash -c '! cmp -s "$0" "$1"' "$TMP/g16.st" "$TMP/g8.st"
 expect_exit 0 "fp8 with every recipe knob" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/g8b.st" --precision fp8 \
   --fp8-accum promote:128 --scale-format ue8m0 --fp8-dgrad block --fp8-wgrad-x high
+# FP8 activation caching: keeping the fp32 copies of the Linear inputs too changes memory, not the gradients
+expect_exit 0 "fp8 --fp8-act-cache fp32" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/g8k.st" --json --precision fp8 \
+  --fp8-act-cache fp32
+check "fp8 gradients identical with the fp32 inputs kept" cmp -s "$TMP/g8.st" "$TMP/g8k.st"
+expect_exit 2 "bad --fp8-act-cache" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/gx.st" --precision fp8 --fp8-act-cache bf16
 expect_exit 2 "bad --fp8-accum" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/gx.st" --precision fp8 --fp8-accum promote:100
 expect_exit 2 "bad --scale-format" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/gx.st" --precision fp8 --scale-format e8
 expect_exit 2 "fp8 knob without --precision fp8" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/gx.st" --fp8-dgrad block

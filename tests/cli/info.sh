@@ -84,6 +84,10 @@ tot=$(grep -o '"total_params": [0-9]*' <<<"$tj" | grep -o '[0-9]*$'); mtp=$(grep
 check "--train masters = 4 x (total + MTP)" grep -q "\"train_master_bytes\": $((4 * (tot + mtp)))," <<<"$tj"
 act=$(grep -o '"train_activation_bytes": [0-9]*' <<<"$tj" | grep -o '[0-9]*$'); amin=$(grep -o '"train_activation_min_bytes": [0-9]*' <<<"$tj" | grep -o '[0-9]*$')
 check "--train activations >= analytic minimum > 0" test "$act" -ge "$amin" -a "$amin" -gt 0
+# under the FP8 recipe the FP8 Linears' inputs are kept as E4M3 codes (1 byte + a scale per 128) instead of fp32
+a8=$(grep -o '"train_fp8_activation_bytes": [0-9]*' <<<"$tj" | grep -o '[0-9]*$'); sav=$(grep -o '"train_fp8_activation_saving": [0-9.]*' <<<"$tj" | grep -o '[0-9.]*$')
+check "--train fp8 activations below fp32 / bf16 ($a8 < $act)" test "$a8" -gt 0 -a "$a8" -lt "$act"
+check "--train fp8 saving = 1 - fp8/bf16 ($sav)" awk -v a="$act" -v b="$a8" -v s="$sav" 'BEGIN { d = 1 - b / a - s; exit !(d < 1e-5 && d > -1e-5) }'
 check "--train table rows" bash -c '"$0" info --config configs/tiny.json --train | grep -q "activations kept"' "$D"
 expect_exit 2 "--batch without --train" "$D" info --config configs/tiny.json --batch 4
 expect_exit 2 "--seq 0" "$D" info --config configs/tiny.json --train --seq 0
