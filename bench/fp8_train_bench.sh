@@ -12,7 +12,7 @@
 # nothing else running, for the step-time table (the loss runs' own step times are reported too, but
 # only the speed runs are meant to be quiet).
 # Runs already complete in RUNS_DIR are kept (delete a folder to rerun it). Knobs: STEPS (default 200),
-# SPEED_STEPS (default 12), PHASE (all | loss | speed | report; default all),
+# SPEED_STEPS (default 12), PHASE (all | loss | speed | xeval | report; default all),
 # HOPPER_STEPS (default 16: the hopper14 accumulator runs on the scalar emulation, ~50x slower; it
 # follows the same schedule and stops early), THREADS (default 2), DSV3 (the binary, default ./dsv3).
 set -euo pipefail
@@ -51,6 +51,9 @@ if [ "$PHASE" = all ] || [ "$PHASE" = loss ]; then
   run fp8-seed2 "$STEPS" --precision fp8 --seed 2
   run bf16-seed3 "$STEPS" --precision bf16 --seed 3
   run fp8-seed3 "$STEPS" --precision fp8 --seed 3
+  run fp8-moments-f32 "$STEPS" --precision fp8 --moments f32   # which part of the recipe moves the loss
+  run bf16-to$HOPPER_STEPS "$HOPPER_STEPS" --precision bf16     # the baselines of the short hopper14 run
+  run fp8-to$HOPPER_STEPS "$HOPPER_STEPS" --precision fp8
 fi
 if [ "$PHASE" = all ] || [ "$PHASE" = speed ]; then
   SPEED_STEPS=${SPEED_STEPS:-12}
@@ -67,5 +70,27 @@ if [ "$PHASE" = all ] || [ "$PHASE" = speed ]; then
       "$DSV3" "${cmd[@]}" 2> "$RUNS/speed-$p.log"
     fi
   done
+fi
+if [ "$PHASE" = all ] || [ "$PHASE" = xeval ]; then
+  # every final model evaluated in every precision on the trainer's 64 validation rows (the first rows
+  # of the val shard: a 64-byte header, then rows of seq_len + 1 uint32 ids): does the validation gap
+  # come from the weights or from the precision of the evaluation?
+  python3 - "$RUNS/val64.npy" <<'PY'
+import json, sys
+import numpy as np
+m = json.load(open("data/shards-tiny/manifest.json"))
+f = "data/shards-tiny/" + m["val"]["shards"][0]["file"]
+rows = np.fromfile(f, dtype=np.uint32, offset=64).reshape(-1, m["row_tokens"])[:64].astype(np.int32)
+np.save(sys.argv[1], rows)
+PY
+  : > "$RUNS/xeval.jsonl"
+  for m in fp32 bf16 fp8 fp8-dgrad-block fp8-moments-f32 bf16-seed2 fp8-seed2 bf16-seed3 fp8-seed3; do
+    [ -s "$RUNS/$m/model.safetensors" ] || continue
+    for p in fp32 bf16 fp8; do
+      r=$("$DSV3" grad --model "$RUNS/$m" --rows "$RUNS/val64.npy" --out "$RUNS/xeval.tmp" --precision "$p" --json --threads "$THREADS")
+      printf '{"model": "%s", "eval_precision": "%s", "result": %s}\n' "$m" "$p" "$r" >> "$RUNS/xeval.jsonl"
+    done
+  done
+  rm -f "$RUNS/xeval.tmp"
 fi
 python3 bench/fp8_train_report.py "$RUNS"

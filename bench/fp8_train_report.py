@@ -20,19 +20,24 @@ W = 20
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "FP8_TRAINING.md")
 BEGIN, END = "<!-- fp8-train-bench:begin -->", "<!-- fp8-train-bench:end -->"
-ORDER = ["fp32", "bf16", "fp8", "fp8-dgrad-block", "fp8-hopper14", "bf16-seed2", "fp8-seed2", "bf16-seed3", "fp8-seed3"]
+ORDER = ["fp32", "bf16", "fp8", "fp8-dgrad-block", "fp8-moments-f32", "bf16-seed2", "fp8-seed2", "bf16-seed3", "fp8-seed3",
+         "bf16-to16", "fp8-to16", "fp8-hopper14"]
 WHAT = {
     "fp32": "fp32 GEMMs",
     "bf16": "bf16 GEMM inputs, fp32 accumulation (the baseline)",
     "fp8": "DeepSeek-V3's FP8 recipe (bf16 moments)",
     "fp8-dgrad-block": "fp8 with 128x128 blocks for the activation gradients",
-    "fp8-hopper14": "fp8 with a 14-bit accumulator, never promoted",
+    "fp8-hopper14": "fp8 with a 14-bit accumulator, never promoted (16 steps: it runs on the scalar emulation)",
+    "fp8-moments-f32": "fp8 with fp32 AdamW moments (as the bf16 baseline)",
+    "bf16-to16": "the baseline, stopped at step 16 (same schedule)",
+    "fp8-to16": "fp8, stopped at step 16",
     "bf16-seed2": "the baseline from seed 2 (init and data order)",
     "fp8-seed2": "fp8 from seed 2",
     "bf16-seed3": "the baseline from seed 3",
     "fp8-seed3": "fp8 from seed 3",
 }
-BASE = {"bf16-seed2": "bf16", "bf16-seed3": "bf16", "fp8-seed2": "bf16-seed2", "fp8-seed3": "bf16-seed3"}  # default: bf16
+BASE = {"bf16-seed2": "bf16", "bf16-seed3": "bf16", "fp8-seed2": "bf16-seed2", "fp8-seed3": "bf16-seed3",
+        "bf16-to16": "bf16-to16", "fp8-to16": "bf16-to16", "fp8-hopper14": "bf16-to16"}  # default: bf16
 PAIRS = [("1", "fp8", "bf16"), ("2", "fp8-seed2", "bf16-seed2"), ("3", "fp8-seed3", "bf16-seed3")]
 SPEED = ["fp32", "bf16", "fp8"]
 TOKENS_PER_STEP = 8 * 256
@@ -153,6 +158,36 @@ def main():
                 _, tg, vg, _ = final_gaps(runs, n, b)
                 out.append(f"- {n} vs {b}: train {pct(tg)}, val {pct(vg)}")
             out.append("")
+    xp = os.path.join(runs_dir, "xeval.jsonl")
+    if os.path.exists(xp):
+        xe = {}
+        for line in open(xp):
+            try:
+                r = json.loads(line)
+                xe.setdefault(r["model"], {})[r["eval_precision"]] = r["result"]["main"]
+            except (ValueError, KeyError, TypeError):
+                continue
+        if xe:
+            out.append("Each final model evaluated again in each precision (`dsv3 grad --precision P` on the trainer's 64 "
+                       "validation rows, main loss; `xeval.jsonl`): the precision of the evaluation moves a model's loss "
+                       "far less than training in another precision does:\n")
+            out.append("| model | eval fp32 | eval bf16 | eval fp8 | largest change from its fp32 eval |")
+            out.append("|---|---|---|---|---|")
+            for m, d in xe.items():
+                if "fp32" not in d:
+                    continue
+                worst = max(abs(v - d["fp32"]) / d["fp32"] for v in d.values())
+                out.append(f"| {m} | " + " | ".join(f"{d[p]:.4f}" if p in d else "–" for p in ("fp32", "bf16", "fp8")) +
+                           f" | {100 * worst:.3f} % |")
+            out.append("")
+            pairs_x = [(sd, f, b) for sd, f, b in PAIRS if f in xe and b in xe]
+            if pairs_x:
+                out.append("fp8 vs bf16 validation gap with both models evaluated in the same precision:\n")
+                out.append("| seed | eval fp32 | eval bf16 | eval fp8 |")
+                out.append("|---|---|---|---|")
+                for sd, f, b in pairs_x:
+                    out.append(f"| {sd} | " + " | ".join(pct(gap(xe[f].get(p), xe[b].get(p))) for p in ("fp32", "bf16", "fp8")) + " |")
+                out.append("")
     checkpoints = sorted({s for s in (25, 50, 100, 150, last) if W <= s <= last})
     out.append(f"### The gap over the run\n")
     out.append(f"Relative train-loss gap against each run's baseline (mean of the last {W} steps at each point; same batches "
@@ -221,7 +256,7 @@ def main():
                     g = gap(train_at(r, s, w), train_at(b, s, w)) if b else None
                     if g is not None:
                         f.write(f"{s} {100 * g}\n")
-        seed1 = [n for n in runs if "seed" not in n]
+        seed1 = [n for n in runs if "seed" not in n and "-to" not in n]
         lplot = ", ".join(f"'{tmp}/{n}.loss' with lines lw 2 title '{n}'" for n in seed1)
         gplot = ", ".join(f"'{tmp}/{n}.gap' with lines lw {2 if n.startswith('fp8') else 1} "
                           f"title '{n} vs {BASE.get(n, 'bf16')}'" for n in runs if n != BASE.get(n, "bf16"))
