@@ -261,7 +261,7 @@ def main():
         gplot = ", ".join(f"'{tmp}/{n}.gap' with lines lw {2 if n.startswith('fp8') else 1} "
                           f"title '{n} vs {BASE.get(n, 'bf16')}'" for n in runs if n != BASE.get(n, "bf16"))
         gp = f"""
-set terminal pngcairo size 900,520 font "sans,10"
+set terminal pngcairo size 900,520 font "sans,10" noenhanced
 set output "{ROOT}/docs/fp8_train_loss.png"
 set title "configs/tiny.json on data/shards-tiny, seed 1: main next-token loss (mean of the last {W} steps)"
 set xlabel "step (2048 tokens each)"; set ylabel "loss (nats)"; set grid; set key top right
