@@ -8,7 +8,8 @@
 //  * argument errors;
 //  * the fast path on the bf16 kernels (dsv3_fp8_bgemm: AMX and AVX512_BF16, when the CPU has them)
 //    within the same fp32 summation bound of the fp64 GEMM, with beta 0 and 1 and a padded ldc
-//    whose padding must stay untouched.
+//    whose padding must stay untouched;
+//  * the vector E4M3 -> bf16 decode of the fast path against the scalar table, every code, every tail.
 #include "test.h"
 #include "numerics/bf16.h"
 #include "numerics/fp8_gemm.h"
@@ -228,7 +229,34 @@ static void study_smoke(void) {
     CHECK(r[1].max_rel * 10 < r[2].max_rel, "promotion N_C=128 (%.3g) vs none (%.3g)", r[1].max_rel, r[2].max_rel);
 }
 
+// dsv3_bg_decode_e4m3_avx512 (the fast path's operand decode) == the table it is given, for all 256
+// codes in every position of a 32-code vector and every tail length 0..70; no write past n.
+static void decode_tests(void) {
+    if (dsv3_matmul_get_isa() < DSV3_ISA_AVX512) { printf("decode: no AVX-512 on this CPU, skipped\n"); return; }
+    uint16_t lut[256];
+    for (int c = 0; c < 256; c++) lut[c] = dsv3_f32_to_bf16(dsv3_e4m3_to_f32((uint8_t)c));
+    int sym = 1;
+    for (int c = 0; c < 128; c++) sym &= lut[c | 0x80] == (uint16_t)(lut[c] | 0x8000);
+    CHECK(sym, "the E4M3 -> bf16 table lacks the sign symmetry the vector decode relies on");
+    uint8_t a[320];
+    uint16_t d[320];
+    int bad = 0;
+    for (int off = 0; off < 32; off++) { // every code at every lane
+        for (int i = 0; i < 288; i++) a[i] = (uint8_t)(i + off * 7);
+        dsv3_bg_decode_e4m3_avx512(d, a, 288, lut);
+        for (int i = 0; i < 288; i++) bad += d[i] != lut[a[i]];
+    }
+    for (int n = 0; n <= 70; n++) { // tails: exactly n written
+        for (int i = 0; i < 80; i++) { a[i] = (uint8_t)(255 - 3 * i); d[i] = 0xdead; }
+        dsv3_bg_decode_e4m3_avx512(d, a, n, lut);
+        for (int i = 0; i < 80; i++) bad += i < n ? d[i] != lut[a[i]] : d[i] != 0xdead;
+    }
+    CHECK(bad == 0, "vector E4M3 decode: %d values wrong or written past the end", bad);
+    printf("decode: vector E4M3 -> bf16 == table (256 codes x 32 lanes, tails 0..70)\n");
+}
+
 int main(void) {
+    decode_tests();
     random_gemm_tests(33, 130, 300, 128);
     random_gemm_tests(7, 9, 256, 1);
     random_gemm_tests(300, 290, 700, 128); // several MC / NC blocks, a partial K group, odd tails

@@ -37,7 +37,7 @@ void dsv3_bgemm_ref(int transA, int transB, int M, int N, int K, float alpha, co
 }
 
 typedef struct { void *p; size_t cap; } tl_buf;
-static _Thread_local tl_buf tl_apack, tl_bpack, tl_scratch, tl_tmp;
+static _Thread_local tl_buf tl_apack, tl_bpack, tl_scratch, tl_tmp, tl_dec;
 
 static void *tl_get(tl_buf *b, size_t bytes) {
     if (b->cap < bytes) {
@@ -50,18 +50,24 @@ static void *tl_get(tl_buf *b, size_t bytes) {
 }
 
 // FP8 operands (dsv3_fp8_bgemm): rows [m0, m1) of the E4M3 codes A (M, K) into apack [Mp][Kp] bf16
-// (rows >= M and columns >= K zero); lut maps a code to its bf16 bits (exact).
-static void pack_a_codes(const dsv3_fp8_gemm_args *q, const uint16_t *lut, int Kp, int m0, int m1, uint16_t *apack) {
+// (rows >= M and columns >= K zero); lut maps a code to its bf16 bits (exact); vec: decode with
+// dsv3_bg_decode_e4m3_avx512 (the table has the sign symmetry it needs).
+static void pack_a_codes(const dsv3_fp8_gemm_args *q, const uint16_t *lut, int vec, int Kp, int m0, int m1, uint16_t *apack) {
     for (int m = m0; m < m1; m++) {
         uint16_t *d = apack + (size_t)m * Kp;
         if (m >= q->M) { memset(d, 0, sizeof(uint16_t) * Kp); continue; }
         const uint8_t *a = q->a + (size_t)m * q->lda;
-        for (int k = 0; k < q->K; k++) d[k] = lut[a[k]];
+        if (vec) dsv3_bg_decode_e4m3_avx512(d, a, q->K, lut);
+        else
+            for (int k = 0; k < q->K; k++) d[k] = lut[a[k]];
         for (int k = q->K; k < Kp; k++) d[k] = 0;
     }
 }
 // One 16-column VNNI panel [Kp/2][16] dwords of op(B) = Bᵀ for the codes B (N, K): columns n0.. .
-static void pack_b_codes(const dsv3_fp8_gemm_args *q, const uint16_t *lut, int Kp, int n0, uint32_t *panel) {
+// vec: each column is decoded into a row of bf16 first (row: Kp words of scratch), then its pairs
+// are spread over the panel.
+static void pack_b_codes(const dsv3_fp8_gemm_args *q, const uint16_t *lut, int vec, int Kp, int n0, uint32_t *panel,
+                         uint16_t *row) {
     for (int j = 0; j < 16; j++) {
         int n = n0 + j;
         if (n >= q->N) {
@@ -69,6 +75,13 @@ static void pack_b_codes(const dsv3_fp8_gemm_args *q, const uint16_t *lut, int K
             continue;
         }
         const uint8_t *b = q->b + (size_t)n * q->ldb;
+        if (vec) {
+            dsv3_bg_decode_e4m3_avx512(row, b, q->K, lut);
+            for (int k = q->K; k < Kp; k++) row[k] = 0;
+            const uint32_t *pr = (const uint32_t *)row;
+            for (int p = 0; p < Kp / 2; p++) panel[(size_t)p * 16 + j] = pr[p];
+            continue;
+        }
         int p = 0;
         for (; 2 * p + 1 < q->K; p++) panel[(size_t)p * 16 + j] = lut[b[2 * p]] | (uint32_t)lut[b[2 * p + 1]] << 16;
         if (2 * p < q->K) { panel[(size_t)p * 16 + j] = lut[b[2 * p]]; p++; } // odd K: last pair half zero
@@ -81,6 +94,11 @@ static void pack_b_codes(const dsv3_fp8_gemm_args *q, const uint16_t *lut, int K
 static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_mat *w, const dsv3_fp8_gemm_args *q,
                       const uint16_t *lut, int M, int N, int K, float alpha, float beta, float *C, long ldc) {
     int amx = dsv3_matmul_get_isa() >= DSV3_ISA_AMX;
+    int vec = 0; // FP8: vector decode when the table has its sign symmetry (it does for E4M3 -> bf16)
+    if (q) {
+        vec = 1;
+        for (int c = 0; c < 128; c++) vec &= lut[c | 0x80] == (uint16_t)(lut[c] | 0x8000);
+    }
     int Kp = (K + 31) & ~31, Mp = (M + 31) & ~31;
     uint16_t *apack = tl_get(&tl_apack, (size_t)Mp * Kp * 2);
     int ncb = N < NC ? (N + 31) & ~31 : NC;
@@ -93,17 +111,18 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
     {
         float *S = tl_get(&tl_scratch, (size_t)MC * NC * sizeof(float));
         float *tmp = tl_get(&tl_tmp, (16 * 32 + MC + NC) * sizeof(float)); // pack scratch; row, column scales
+        uint16_t *drow = q ? tl_get(&tl_dec, (size_t)Kp * sizeof(uint16_t)) : NULL; // a decoded B column
         int nt_threads = omp_get_num_threads();
 #pragma omp for schedule(static)
         for (int g = 0; g < Mp / 32; g++) {
-            if (q) pack_a_codes(q, lut, Kp, 32 * g, 32 * g + 32, apack);
+            if (q) pack_a_codes(q, lut, vec, Kp, 32 * g, 32 * g + 32, apack);
             else dsv3_bg_pack_a_avx512(a, M, K, Kp, 32 * g, 32 * g + 32, apack);
         }
         for (int nb0 = 0; nb0 < N; nb0 += NC) {
             int nb = N - nb0 < NC ? N - nb0 : NC, npan = (nb + 15) / 16, nt32 = (nb + 31) / 32;
 #pragma omp for schedule(static)
             for (int p = 0; p < 2 * nt32; p++) {
-                if (q) pack_b_codes(q, lut, Kp, nb0 + 16 * p, (uint32_t *)(bpack + (size_t)p * Kp * 16));
+                if (q) pack_b_codes(q, lut, vec, Kp, nb0 + 16 * p, (uint32_t *)(bpack + (size_t)p * Kp * 16), drow);
                 else dsv3_bg_pack_b_avx512(b, w, N, K, Kp, nb0 + 16 * p, bpack + (size_t)p * Kp * 16, tmp);
             }
             (void)npan;

@@ -71,5 +71,8 @@ void dsv3_bg_block_amx(const uint16_t *a, long lda, int mt, const uint16_t *b, l
 // C[i, j] = (overwrite ? 0 : C[i, j]) + (S[i, j] · ra[i]) · cb[j] (the scaled group merge of dsv3_fp8_bgemm).
 void dsv3_bg_merge_scaled_avx512(float *C, long ldc, const float *S, long lds, int rows, int cols, const float *ra,
                                  const float *cb, int overwrite);
+// d[i] = lut[a[i]] for i < n, for a lut whose upper half is the lower half with the sign bit set
+// (lut[c | 0x80] == lut[c] | 0x8000: the E4M3 -> bf16 table of dsv3_fp8_bgemm).
+void dsv3_bg_decode_e4m3_avx512(uint16_t *d, const uint8_t *a, int n, const uint16_t *lut);
 // C[i, j] = alpha · S[i, j] + beta · C[i, j] for i < rows, j < cols (beta = 0: C not read).
 void dsv3_bg_merge_avx512(float *C, long ldc, const float *S, long lds, int rows, int cols, float alpha, float beta);

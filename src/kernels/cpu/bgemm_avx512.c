@@ -187,3 +187,21 @@ void dsv3_bg_merge_scaled_avx512(float *C, long ldc, const float *S, long lds, i
         }
     }
 }
+
+// E4M3 codes -> bf16 bits through lut (see bgemm.h: lut[c | 0x80] == lut[c] | 0x8000). The 128
+// magnitudes sit in four registers of 32 words; two two-source permutes pick among 64 entries
+// each, bit 6 chooses between them, bit 7 becomes the sign.
+void dsv3_bg_decode_e4m3_avx512(uint16_t *d, const uint8_t *a, int n, const uint16_t *lut) {
+    const __m512i t0 = _mm512_loadu_si512(lut), t1 = _mm512_loadu_si512(lut + 32);
+    const __m512i t2 = _mm512_loadu_si512(lut + 64), t3 = _mm512_loadu_si512(lut + 96);
+    int i = 0;
+    for (; i < n; i += 32) {
+        const int r = n - i < 32 ? n - i : 32;
+        const __mmask32 m = r == 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << r) - 1);
+        __m512i x = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, a + i));
+        __m512i lo = _mm512_permutex2var_epi16(t0, x, t1), hi = _mm512_permutex2var_epi16(t2, x, t3);
+        __m512i v = _mm512_mask_mov_epi16(lo, _mm512_test_epi16_mask(x, _mm512_set1_epi16(0x40)), hi);
+        v = _mm512_or_si512(v, _mm512_slli_epi16(_mm512_and_si512(x, _mm512_set1_epi16(0x80)), 8));
+        _mm512_mask_storeu_epi16(d + i, m, v);
+    }
+}
