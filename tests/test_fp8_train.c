@@ -316,6 +316,22 @@ static void act_cache_case(dsv3_tmodel *tm, dsv3_train *tr, const int32_t *rows,
         CHECK(ok && diff == 0 && l0.loss == l1.loss, "%s %s: codes-only vs fp32-kept inputs: %zu gradients differ, loss %.9g vs %.9g",
               name, mode ? "absorb" : "naive", diff, l0.loss, l1.loss);
     }
+    // same_weights: the step reuses the last step's weight codes (the trainer's micro-batches); a weight
+    // changed in between is seen only by a step without it
+    {
+        dsv3_train_opts o = *o0;
+        o.no_backward = 1;
+        dsv3_loss_parts l0, l1, l2;
+        ok = dsv3_train_step(tr, rows, &o, &l0) == 0;
+        for (size_t i = 0; i < ng; i++) tm->params[i] *= 2.0f;
+        o.same_weights = 1;
+        ok = ok && dsv3_train_step(tr, rows, &o, &l1) == 0;
+        o.same_weights = 0;
+        ok = ok && dsv3_train_step(tr, rows, &o, &l2) == 0;
+        for (size_t i = 0; i < ng; i++) tm->params[i] *= 0.5f; // exact: powers of two
+        CHECK(ok && l1.loss != l0.loss && l2.loss != l1.loss, "%s same_weights: losses %.9g, %.9g, %.9g (the FP8 Linears "
+              "should see the old codes, the rest the new weights, then all new)", name, l0.loss, l1.loss, l2.loss);
+    }
     printf("%-26s fp8 activation cache: %.2f MiB vs %.2f MiB fp32 (-%.1f %%), gradients identical to the fp32-kept plan\n", name,
            a8 / 1048576.0, a32 / 1048576.0, 100.0 * (1.0 - (double)a8 / a32));
     dsv3_train_free(tk);

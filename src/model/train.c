@@ -401,7 +401,7 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
         }
     memset(out, 0, sizeof *out);
     tr->D_run = D;
-    if (tr->fp8) dsv3_fp8_new_step(tr->fp8); // the weights may have changed since the last step
+    if (tr->fp8 && !o->same_weights) dsv3_fp8_new_step(tr->fp8); // the weights may have changed since the last step
     const float eps = c->rms_norm_eps;
     const int bwd = !o->no_backward;
 

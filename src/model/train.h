@@ -24,6 +24,8 @@ typedef struct {
     float seq_aux;           // α
     dsv3_attn_mode attn;     // naive (decompressed keys/values) or absorbed (latent) attention
     int no_backward;         // 1: loss only
+    int same_weights;        // 1: the weights are unchanged since the last step (the micro-batches of one
+                             //    optimizer step): the FP8 recipe reuses that step's weight codes
     int use_ignore;          // 1: labels equal to ignore_id (the dataset's PAD) count no loss; the main
     int32_t ignore_id;       //   and MTP losses are then divided by the counted main positions, not B·T
     float *logits;           // non-NULL: the main logits (B·T, V) are copied here (the fprop's head output)

@@ -648,6 +648,7 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
         for (int mbi = 0; mbi < nm; mbi++) {
             for (int b = 0; b < micro; b++) data_next(&d, rows + (size_t)b * L1, mcfg->vocab_size);
             dsv3_loss_parts lp;
+            o.same_weights = mbi > 0; // FP8: one weight quantization per optimizer step, not per micro-batch
             if (dsv3_train_step(tr, rows, &o, &lp) < 0) { rc = 2; goto done; }
             acc.loss += lp.loss / nm; acc.main += lp.main / nm; acc.mtp += lp.mtp / nm; acc.balance += lp.balance / nm;
             if (E) dsv3_train_route_counts(tr, counts);
