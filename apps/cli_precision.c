@@ -15,6 +15,8 @@ const char *const cli_precision_help =
     "  --fp8-dgrad G     activation gradients in 1x128 tiles (tile, default) or 128x128 blocks (block)\n"
     "  --fp8-wgrad-x X   Wgrad input re-tiled from the cached 1x128 codes (retile, default) or quantized\n"
     "                    from the high-precision activations (high; keeps the fp32 inputs)\n"
+    "  --fp8-blocks B    the blocks whose Linears are FP8: all (default) or a comma list of attn, mlp\n"
+    "                    (dense), experts (routed + shared), mtp (eh_proj); the others run in bf16\n"
     "  --fp8-act-cache C the FP8 Linears' inputs kept for the backward as their E4M3 codes only (fp8,\n"
     "                    default: DeepSeek-V3's activation caching) or also in fp32 (fp32: more memory,\n"
     "                    the same gradients)\n";
@@ -46,6 +48,8 @@ int cli_precision_opt(const char *cmd, const char *opt, const char *v, cli_preci
         if (!strcmp(v, "retile")) p->fp8.wgrad_x_high = 0;
         else if (!strcmp(v, "high")) p->fp8.wgrad_x_high = 1;
         else { cli_usage_error(cmd, "--fp8-wgrad-x: '%s' is not retile or high", v); *bad = 1; }
+    } else if (!strcmp(opt, "--fp8-blocks")) {
+        if (dsv3_fp8_blocks_parse(v, &p->fp8.blocks) < 0) { cli_usage_error(cmd, "%s", dsv3_error()); *bad = 1; }
     } else if (!strcmp(opt, "--fp8-act-cache")) {
         if (!strcmp(v, "fp8")) p->fp8.keep_fp32_inputs = 0;
         else if (!strcmp(v, "fp32")) p->fp8.keep_fp32_inputs = 1;
@@ -59,7 +63,7 @@ int cli_precision_opt(const char *cmd, const char *opt, const char *v, cli_preci
 
 int cli_precision_check(const char *cmd, const cli_precision *p) {
     if (p->fp8_knob_set && p->precision != 2)
-        return cli_usage_error(cmd, "--fp8-accum, --scale-format, --fp8-dgrad, --fp8-wgrad-x and --fp8-act-cache need --precision fp8");
+        return cli_usage_error(cmd, "--fp8-accum, --scale-format, --fp8-dgrad, --fp8-wgrad-x, --fp8-blocks and --fp8-act-cache need --precision fp8");
     return 0;
 }
 

@@ -52,6 +52,9 @@ if [ "$PHASE" = all ] || [ "$PHASE" = loss ]; then
   run bf16-seed3 "$STEPS" --precision bf16 --seed 3
   run fp8-seed3 "$STEPS" --precision fp8 --seed 3
   run fp8-moments-f32 "$STEPS" --precision fp8 --moments f32   # which part of the recipe moves the loss
+  run fp8-only-attn "$STEPS" --precision fp8 --fp8-blocks attn        # which Linears move the loss:
+  run fp8-only-experts "$STEPS" --precision fp8 --fp8-blocks experts  #   FP8 in one kind of block,
+  run fp8-only-mlp-mtp "$STEPS" --precision fp8 --fp8-blocks mlp,mtp  #   the rest in bf16
   run bf16-to$HOPPER_STEPS "$HOPPER_STEPS" --precision bf16     # the baselines of the short hopper14 run
   run fp8-to$HOPPER_STEPS "$HOPPER_STEPS" --precision fp8
 fi
@@ -84,7 +87,7 @@ rows = np.fromfile(f, dtype=np.uint32, offset=64).reshape(-1, m["row_tokens"])[:
 np.save(sys.argv[1], rows)
 PY
   : > "$RUNS/xeval.jsonl"
-  for m in fp32 bf16 fp8 fp8-dgrad-block fp8-moments-f32 bf16-seed2 fp8-seed2 bf16-seed3 fp8-seed3; do
+  for m in fp32 bf16 fp8 fp8-dgrad-block fp8-moments-f32 fp8-only-attn fp8-only-experts fp8-only-mlp-mtp bf16-seed2 fp8-seed2 bf16-seed3 fp8-seed3; do
     [ -s "$RUNS/$m/model.safetensors" ] || continue
     for p in fp32 bf16 fp8; do
       r=$("$DSV3" grad --model "$RUNS/$m" --rows "$RUNS/val64.npy" --out "$RUNS/xeval.tmp" --precision "$p" --json --threads "$THREADS")

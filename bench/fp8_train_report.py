@@ -20,7 +20,7 @@ W = 20
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "FP8_TRAINING.md")
 BEGIN, END = "<!-- fp8-train-bench:begin -->", "<!-- fp8-train-bench:end -->"
-ORDER = ["fp32", "bf16", "fp8", "fp8-dgrad-block", "fp8-moments-f32", "bf16-seed2", "fp8-seed2", "bf16-seed3", "fp8-seed3",
+ORDER = ["fp32", "bf16", "fp8", "fp8-dgrad-block", "fp8-moments-f32", "fp8-only-attn", "fp8-only-experts", "fp8-only-mlp-mtp", "bf16-seed2", "fp8-seed2", "bf16-seed3", "fp8-seed3",
          "bf16-to16", "fp8-to16", "fp8-hopper14"]
 WHAT = {
     "fp32": "fp32 GEMMs",
@@ -29,6 +29,9 @@ WHAT = {
     "fp8-dgrad-block": "fp8 with 128x128 blocks for the activation gradients",
     "fp8-hopper14": "fp8 with a 14-bit accumulator, never promoted (16 steps: it runs on the scalar emulation)",
     "fp8-moments-f32": "fp8 with fp32 AdamW moments (as the bf16 baseline)",
+    "fp8-only-attn": "FP8 in the attention Linears only (the rest bf16; bf16 moments as fp8)",
+    "fp8-only-experts": "FP8 in the routed + shared experts only (bf16 moments)",
+    "fp8-only-mlp-mtp": "FP8 in the dense MLP and MTP eh_proj only (bf16 moments)",
     "bf16-to16": "the baseline, stopped at step 16 (same schedule)",
     "fp8-to16": "fp8, stopped at step 16",
     "bf16-seed2": "the baseline from seed 2 (init and data order)",

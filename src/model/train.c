@@ -137,7 +137,7 @@ static void plan(dsv3_train *tr, const dsv3_config *c, bump *act, bump *ws) {
 // What the arenas hold under an FP8 recipe r (NULL: no FP8 Linears).
 static void modes_of(const dsv3_fp8_recipe *r, int *plan8, int *act8) {
     *plan8 = r != NULL;
-    *act8 = r && !r->keep_fp32_inputs && !r->wgrad_x_high;
+    *act8 = r && !r->keep_fp32_inputs && !r->wgrad_x_high && (r->blocks & DSV3_FP8_B_ALL) == DSV3_FP8_B_ALL;
 }
 
 static dsv3_train *train_alloc(const dsv3_config *c, int n_mtp, int B, int T, const dsv3_fp8_recipe *r) {
@@ -271,7 +271,7 @@ float *dsv3_tg(dsv3_train *tr, int kind, int layer, int expert) {
 void dsv3_t_linear(dsv3_train *tr, dsv3_lin_role role, float *y, const float *x, dsv3_xq *xq, int N, const float *W,
                    const float *bias, int out, int in) {
     if (N == 0 || out == 0) return;
-    if (tr->fp8 && role != DSV3_LIN_HI) dsv3_fp8_linear_fwd(tr, role, y, x, xq, N, W, out, in);
+    if (tr->fp8 && role != DSV3_LIN_HI && (tr->fp8_blocks & tr->blk)) dsv3_fp8_linear_fwd(tr, role, y, x, xq, N, W, out, in);
     else tr->be->gemm(0, 1, N, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
     if (bias)
         for (int r = 0; r < N; r++)
@@ -284,7 +284,7 @@ void dsv3_t_linear_bwd(dsv3_train *tr, dsv3_lin_role role, float *dx, int acc, f
         if (dx && !acc) memset(dx, 0, sizeof(float) * (size_t)N * in);
         return;
     }
-    if (tr->fp8 && role != DSV3_LIN_HI) {
+    if (tr->fp8 && role != DSV3_LIN_HI && (tr->fp8_blocks & tr->blk)) {
         dsv3_fp8_linear_bwd(tr, role, dx, acc, dW, dy, x, xq, W, N, out, in);
     } else {
         if (dx) tr->be->gemm(0, 0, N, in, out, 1.0f, dy, out, W, in, acc ? 1.0f : 0.0f, dx, in);
@@ -447,6 +447,7 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
         }
         dsv3_layer_acts *a = &tr->acts[L_k];
         tr->qcat[k - 1].ready = 0;
+        tr->blk = DSV3_FP8_B_MTP;
         dsv3_t_linear(tr, DSV3_LIN_FP8, a->x, cat, &tr->qcat[k - 1], Nk, dsv3_tw(tr, DSV3_P_EH_PROJ, L_k, -1), NULL, d, 2 * d);
         tr->pos = tr->pos_tl[k];
         bal += layer_fwd(tr, a, tr->mxo[k - 1], o);
@@ -481,6 +482,7 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
         layer_bwd(tr, a, dh, o);
         // eh_proj: dcat = dh·W, dW += dhᵀ·cat
         float *dcat = tr->dcat;
+        tr->blk = DSV3_FP8_B_MTP;
         dsv3_t_linear_bwd(tr, DSV3_LIN_FP8, dcat, 0, dsv3_tg(tr, DSV3_P_EH_PROJ, L_k, -1), NULL, dh, tr->mcat[k - 1],
                           &tr->qcat[k - 1], dsv3_tw(tr, DSV3_P_EH_PROJ, L_k, -1), Nk, d, 2 * d);
         for (int r = 0; r < Nk; r++) { // split [den | dhn]

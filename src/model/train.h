@@ -45,11 +45,18 @@ typedef struct {
 // Scales max(amax, 1e-4)/448, or UE8M0 (power of two, rounded up) for the experts' gate/up inputs,
 // the experts' down-projection output gradients, the o_proj input's E5M6 copy, and everywhere with
 // scale_fmt = UE8M0. The o_proj Wgrad takes X from its E5M6 copy (1×128 → 128×1 exact re-tiling).
+enum { DSV3_FP8_B_ATTN = 1, DSV3_FP8_B_MLP = 2, DSV3_FP8_B_EXPERTS = 4, DSV3_FP8_B_MTP = 8, DSV3_FP8_B_ALL = 15 };
+// Parses an --fp8-blocks value: "all" or a comma list of attn, mlp (dense), experts (routed + shared), mtp
+// (eh_proj). 0, or -1 with a message.
+int dsv3_fp8_blocks_parse(const char *s, unsigned *blocks);
+
 typedef struct {
     dsv3_scale_fmt scale_fmt; // DSV3_SCALE_AMAX (default) or DSV3_SCALE_UE8M0 for every tensor
     int dgrad_block;          // 1: activation gradients in 128×128 blocks (the variant the paper saw diverge)
     int wgrad_x_high;         // 1: Wgrad's Xᵀ quantized from the high-precision X (Transformer Engine's way)
     dsv3_fp8_acc acc;         // accumulator: FP32 (promoted every 128, "exact") or LIMITED (hopper14, promote:N)
+    unsigned blocks;          // DSV3_FP8_B_* bits: the blocks whose Linears are FP8 (default all); the others run
+                              //    on the step's backend (bf16 inputs), as the router does — for locating effects
     int keep_fp32_inputs;     // 1: keep the fp32 copies of the FP8 Linears' inputs beside their codes (memory
                               //    only: the gradients are the same; implied by wgrad_x_high, which reads them)
 } dsv3_fp8_recipe;

@@ -50,6 +50,7 @@ void dsv3_t_attn_fwd(dsv3_train *tr, dsv3_layer_acts *a, dsv3_attn_mode mode) {
     const dsv3_backend *be = tr->be;
     const dims m = dims_of(c, a);
     const int l = a->layer, N = m.N, H = m.H, qk = m.qk, kvl = m.kvl, rope = m.rope, kva_n = kvl + rope;
+    tr->blk = DSV3_FP8_B_ATTN;
     // queries
     if (m.ql > 0) {
         dsv3_t_linear(tr, DSV3_LIN_FP8, a->qa, a->xn1, &a->qx1, N, dsv3_tw(tr, DSV3_P_Q_A, l, -1), dsv3_tw(tr, DSV3_P_Q_A_BIAS, l, -1), m.ql, m.d);
@@ -112,6 +113,7 @@ void dsv3_t_attn_bwd(dsv3_train *tr, dsv3_layer_acts *a, dsv3_attn_mode mode, fl
     const int l = a->layer, N = m.N, H = m.H, qk = m.qk, kvl = m.kvl, rope = m.rope, kva_n = kvl + rope;
     const float *Wkvb = dsv3_tw(tr, DSV3_P_KV_B, l, -1);
     float *dWkvb = dsv3_tg(tr, DSV3_P_KV_B, l, -1);
+    tr->blk = DSV3_FP8_B_ATTN;
     // o_proj
     dsv3_t_linear_bwd(tr, DSV3_LIN_FP8_OPROJ, tr->datt, 0, dsv3_tg(tr, DSV3_P_O, l, -1), dsv3_tg(tr, DSV3_P_O_BIAS, l, -1), dout, a->att,
                       NULL, dsv3_tw(tr, DSV3_P_O, l, -1), N, m.d, H * m.v);

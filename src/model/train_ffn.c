@@ -69,6 +69,7 @@ static dsv3_xq xq_rows(const dsv3_xq *q, int p0, int cols, int ready) {
 double dsv3_t_ffn_fwd(dsv3_train *tr, dsv3_layer_acts *a, float *out, float alpha) {
     const dsv3_config *c = &tr->tm->cfg;
     const int l = a->layer, N = a->N, d = c->hidden_size;
+    tr->blk = dsv3_layer_is_moe(c, l) ? DSV3_FP8_B_EXPERTS : DSV3_FP8_B_MLP;
     if (!dsv3_layer_is_moe(c, l)) {
         swiglu_block_fwd(tr, 0, a->xn2, &a->qx2, N, d, dsv3_tw(tr, DSV3_P_GATE, l, -1), dsv3_tw(tr, DSV3_P_UP, l, -1),
                          dsv3_tw(tr, DSV3_P_DOWN, l, -1), c->intermediate_size, a->g, a->u, a->a, &a->qact, out);
@@ -98,7 +99,7 @@ double dsv3_t_ffn_fwd(dsv3_train *tr, dsv3_layer_acts *a, float *out, float alph
         #pragma omp parallel for schedule(static) if ((size_t)N * K * d > 65536)
         for (int p = 0; p < N * K; p++) memcpy(a->xs + (size_t)p * d, a->xn2 + (size_t)a->tok[p] * d, sizeof(float) * d);
     }
-    const int codes = tr->fp8 && a->qxs.q;
+    const int codes = tr->fp8 && (tr->fp8_blocks & DSV3_FP8_B_EXPERTS) && a->qxs.q;
     if (codes) {
         const int nk = (d + DSV3_QUANT_TILE - 1) / DSV3_QUANT_TILE;
         dsv3_fp8_quant_input(tr, DSV3_LIN_FP8_EXPIN, &a->qx2, a->xn2, N, d);
@@ -166,6 +167,7 @@ double dsv3_t_ffn_fwd(dsv3_train *tr, dsv3_layer_acts *a, float *out, float alph
 void dsv3_t_ffn_bwd(dsv3_train *tr, dsv3_layer_acts *a, float *dxn2, const float *dout, float alpha) {
     const dsv3_config *c = &tr->tm->cfg;
     const int l = a->layer, N = a->N, d = c->hidden_size;
+    tr->blk = dsv3_layer_is_moe(c, l) ? DSV3_FP8_B_EXPERTS : DSV3_FP8_B_MLP;
     if (!dsv3_layer_is_moe(c, l)) {
         swiglu_block_bwd(tr, 0, dxn2, 0, dout, a->xn2, &a->qx2, N, d, dsv3_tw(tr, DSV3_P_GATE, l, -1), dsv3_tw(tr, DSV3_P_UP, l, -1),
                          dsv3_tw(tr, DSV3_P_DOWN, l, -1), dsv3_tg(tr, DSV3_P_GATE, l, -1), dsv3_tg(tr, DSV3_P_UP, l, -1),

@@ -44,7 +44,29 @@ static int ceil128(int n) { return (n + DSV3_QUANT_TILE - 1) / DSV3_QUANT_TILE; 
 void dsv3_fp8_recipe_default(dsv3_fp8_recipe *r) {
     memset(r, 0, sizeof *r);
     r->scale_fmt = DSV3_SCALE_AMAX;
+    r->blocks = DSV3_FP8_B_ALL;
     r->acc = (dsv3_fp8_acc){DSV3_FP8_ACC_FP32, 0, DSV3_FP8_ACC_DEFAULT_BITS, DSV3_FP8_ACC_DEFAULT_GROUP, DSV3_FP8_ROUND_FLOOR};
+}
+
+int dsv3_fp8_blocks_parse(const char *s, unsigned *blocks) {
+    static const char *names[] = {"attn", "mlp", "experts", "mtp"};
+    if (!strcmp(s, "all")) { *blocks = DSV3_FP8_B_ALL; return 0; }
+    unsigned b = 0;
+    const char *p = s;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        int k = -1;
+        for (int i = 0; i < 4; i++)
+            if (strlen(names[i]) == n && !strncmp(p, names[i], n)) k = i;
+        if (k < 0) return dsv3_errorf("--fp8-blocks: '%s' is not all or a comma list of attn, mlp, experts, mtp", s);
+        b |= 1u << k;
+        p += n + (e ? 1 : 0);
+        if (e && !*p) return dsv3_errorf("--fp8-blocks: '%s' ends with a comma", s);
+    }
+    if (!b) return dsv3_errorf("--fp8-blocks: empty list");
+    *blocks = b;
+    return 0;
 }
 
 int dsv3_fp8_accum_parse(const char *s, dsv3_fp8_acc *acc) {
@@ -113,6 +135,7 @@ int dsv3_train_set_fp8(dsv3_train *tr, const dsv3_fp8_recipe *r) {
     s->scr = dsv3_calloc((size_t)s->nthr, sizeof *s->scr);
     s->gen = 1;
     tr->fp8 = s;
+    tr->fp8_blocks = r->blocks;
     return 0;
 }
 

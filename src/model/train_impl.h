@@ -58,6 +58,8 @@ typedef enum {
 
 struct dsv3_train {
     dsv3_fp8_state *fp8;       // NULL: no FP8 Linears
+    unsigned fp8_blocks;       // DSV3_FP8_B_* of the recipe: the blocks whose Linears are FP8
+    unsigned blk;              // the block whose Linears run now (DSV3_FP8_B_*; set by its forward/backward)
     int plan8;                 // the arenas hold the FP8 input codes (dsv3_xq)
     int act8;                  // ... and not the fp32 copies of those inputs (transient buffers instead)
     size_t max_bytes;          // the limit dsv3_train_new was given (re-planning checks it again)

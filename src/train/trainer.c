@@ -186,7 +186,7 @@ static char *state_json(const dsv3_train_cfg *c, const progress *pr, const data_
         {"weight_decay", c->adam.weight_decay}, {"attn", c->attn}, {"save_dtype", c->save_dtype},
         {"precision", c->precision}, {"fp8_scale_ue8m0", c->fp8.scale_fmt == DSV3_SCALE_UE8M0},
         {"fp8_accum_nc", c->fp8.acc.mode == DSV3_FP8_ACC_FP32 ? -1 : c->fp8.acc.nc}, {"fp8_dgrad_block", c->fp8.dgrad_block},
-        {"fp8_wgrad_x_high", c->fp8.wgrad_x_high}};
+        {"fp8_wgrad_x_high", c->fp8.wgrad_x_high}, {"fp8_blocks", c->fp8.blocks}};
     for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) cJSON_AddNumberToObject(r, kv[i].k, kv[i].v);
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
@@ -521,6 +521,10 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
             cfg.fp8.scale_fmt = ue ? DSV3_SCALE_UE8M0 : DSV3_SCALE_AMAX;
             cfg.fp8.dgrad_block = (int)db;
             cfg.fp8.wgrad_x_high = (int)wh;
+            const double fb = RV("fp8_blocks"); // states written before --fp8-blocks: all
+            if (!isnan(fb) && !(fb >= 1 && fb <= DSV3_FP8_B_ALL && fb == (int)fb))
+                BAD("%s/trainer_state.bin: the FP8 recipe in its header is malformed", cfg.resume_dir);
+            cfg.fp8.blocks = isnan(fb) ? DSV3_FP8_B_ALL : (unsigned)fb;
         }
         if (!cfg.save_dtype_set) { cfg.save_dtype = (dsv3_save_dtype)(int)RV("save_dtype"); cfg.save_dtype_set = 1; }
 #undef RV
@@ -609,10 +613,12 @@ int dsv3_train_run(const dsv3_train_cfg *c) {
         char acc[32];
         if (cfg.precision == 2)
             fprintf(stderr, "dsv3 train: precision fp8 (E4M3 Linears, %s scales, accumulator %s, dY %s, Wgrad X %s, Linear inputs "
-                    "kept as %s), %s moments\n",
+                    "kept as %s, FP8 blocks 0x%x of 0xf: attn 1, mlp 2, experts 4, mtp 8), %s moments\n",
                     cfg.fp8.scale_fmt == DSV3_SCALE_UE8M0 ? "ue8m0" : "amax", dsv3_fp8_accum_name(&cfg.fp8.acc, acc, sizeof acc),
                     cfg.fp8.dgrad_block ? "128x128 blocks" : "1x128 tiles", cfg.fp8.wgrad_x_high ? "from high precision" : "re-tiled",
-                    cfg.fp8.keep_fp32_inputs || cfg.fp8.wgrad_x_high ? "fp8 codes + fp32" : "fp8 codes", opt.mb ? "bf16" : "f32");
+                    cfg.fp8.keep_fp32_inputs || cfg.fp8.wgrad_x_high || cfg.fp8.blocks != DSV3_FP8_B_ALL ? "fp8 codes + fp32"
+                                                                                                        : "fp8 codes",
+                    cfg.fp8.blocks, opt.mb ? "bf16" : "f32");
         else
             fprintf(stderr, "dsv3 train: precision %s, %s moments\n", cfg.precision ? "bf16" : "fp32", opt.mb ? "bf16" : "f32");
     }

@@ -84,6 +84,13 @@ expect_exit 0 "fp8 with every recipe knob" "$DSV3" grad --model "$A" --rows "$A/
 expect_exit 0 "fp8 --fp8-act-cache fp32" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/g8k.st" --json --precision fp8 \
   --fp8-act-cache fp32
 check "fp8 gradients identical with the fp32 inputs kept" cmp -s "$TMP/g8.st" "$TMP/g8k.st"
+# --fp8-blocks: the four blocks together are the full recipe; one block alone is neither fp8 nor bf16
+expect_exit 0 "fp8 --fp8-blocks (all four)" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/g8l.st" --precision fp8 \
+  --fp8-blocks attn,mlp,experts,mtp
+check "all four blocks = the full recipe" cmp -s "$TMP/g8.st" "$TMP/g8l.st"
+expect_exit 0 "fp8 --fp8-blocks attn" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/g8a.st" --precision fp8 --fp8-blocks attn
+check "attn-only differs from full fp8 and from bf16" bash -c '! cmp -s "$0" "$1" && ! cmp -s "$0" "$2"' "$TMP/g8a.st" "$TMP/g8.st" "$TMP/g16.st"
+expect_exit 2 "bad --fp8-blocks" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/gx.st" --precision fp8 --fp8-blocks attn,
 expect_exit 2 "bad --fp8-act-cache" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/gx.st" --precision fp8 --fp8-act-cache bf16
 expect_exit 2 "bad --fp8-accum" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/gx.st" --precision fp8 --fp8-accum promote:100
 expect_exit 2 "bad --scale-format" "$DSV3" grad --model "$A" --rows "$A/rows.npy" --out "$TMP/gx.st" --precision fp8 --scale-format e8
