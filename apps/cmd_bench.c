@@ -4,6 +4,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/bgemm.h"
+#include "kernels/cpu/peak.h"
 #include "numerics/bf16.h"
 #include "numerics/quant.h"
 #include <omp.h>
@@ -17,6 +18,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: dsv3 bench gemm --m M --n N --k K --weights f32|bf16|fp8 [--form fwd|dgrad|wgrad] [--act f32|bf16] [--threads T] [--json]\n"
             "       dsv3 bench gemv --n N --k K --weights f32|bf16|fp8 [--threads T] [--json]\n"
+            "       dsv3 bench peak [--threads T] [--json]\n"
             "\n"
             "gemm: times Y = X·Wᵀ (fwd; X fp32 [M, K], W [N, K] stored as --weights, through dsv3_matmul: the\n"
             "      inference and forward path), or a training form through the CPU backend's GEMM on fp32\n"
@@ -28,6 +30,9 @@ static void usage(FILE *f) {
             "or DSV3_MATMUL_ACT=bf16): bf16/fp8 weights above M = 24 run the BF16 GEMM (AMX or AVX512_BF16, x\n"
             "rounded to bf16) where the CPU has it. DSV3_ISA=avx2|avx512 caps the instruction set\n"
             "(DSV3_NO_SIMD=1: scalar).\n"
+            "peak: the in-register limits of this CPU at the current level, on every thread at once: fp32 FMA\n"
+            "      (ymm, zmm), vdpbf16ps (zmm) and AMX TDPBF16PS, in GFLOP/s (best of 7 short runs; -1: not\n"
+            "      available). Prints {\"fp32_fma_ymm\", \"fp32_fma_zmm\", \"bf16_vdpbf16ps_zmm\", \"bf16_amx_tdpbf16ps\", \"isa\", \"threads\"}.\n"
             "Timing: one warm-up call, then calls until 0.5 s (at least 5); the median is reported.\n"
             "Exit status: 0 ok, 2 bad usage.\n");
 }
@@ -75,13 +80,6 @@ static void make_weight(wbuf *w, int N, int K, dsv3_dtype dt, uint64_t seed) {
 
 static const char *bgemm_path(void) { return dsv3_matmul_get_isa() >= DSV3_ISA_AMX ? "bgemm-amx" : dsv3_matmul_get_isa() >= DSV3_ISA_AVX512 ? "bgemm-avx512bf16" : "bgemm-scalar-ref"; }
 
-static const char *matmul_path(const dsv3_mat *w, int M) {
-    dsv3_isa isa = dsv3_matmul_get_isa();
-    if (isa == DSV3_ISA_SCALAR) return "scalar";
-    if (dsv3_matmul_uses_bf16_gemm(w, M)) return bgemm_path();
-    return M <= DSV3_MATMUL_GEMV_MAX_M ? "gemv-avx2" : "gemm-avx2";
-}
-
 static int parse_pos(const char *v, const char *name, int *out) {
     char *end;
     long x = strtol(v, &end, 10);
@@ -90,11 +88,37 @@ static int parse_pos(const char *v, const char *name, int *out) {
     return 0;
 }
 
+static int bench_peak(int argc, char **argv) {
+    int threads = 0, json = 0;
+    for (int i = 2; i < argc; i++) {
+        if (cli_is_help(argv[i])) { usage(stdout); return 0; }
+        if (!strcmp(argv[i], "--json")) { json = 1; continue; }
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) { if (parse_pos(argv[++i], "--threads", &threads)) return 2; continue; }
+        return cli_usage_error("bench", "unknown option '%s' for bench peak", argv[i]);
+    }
+    if (threads) omp_set_num_threads(threads);
+    const dsv3_peak_kind kinds[] = {DSV3_PEAK_FMA_YMM, DSV3_PEAK_FMA_ZMM, DSV3_PEAK_DPBF16, DSV3_PEAK_AMX_BF16};
+    double g[4];
+    for (int k = 0; k < 4; k++) g[k] = dsv3_peak_gflops(kinds[k], 0);
+    const int nth = omp_get_max_threads();
+    if (json) {
+        printf("{");
+        for (int k = 0; k < 4; k++) printf("\"%s\":%.1f,", dsv3_peak_name(kinds[k]), g[k]);
+        printf("\"isa\":\"%s\",\"threads\":%d}\n", dsv3_isa_name(dsv3_matmul_get_isa()), nth);
+    } else {
+        for (int k = 0; k < 4; k++)
+            if (g[k] < 0) printf("%-20s not available at the %s level\n", dsv3_peak_name(kinds[k]), dsv3_isa_name(dsv3_matmul_get_isa()));
+            else printf("%-20s %8.1f GFLOP/s (%d threads)\n", dsv3_peak_name(kinds[k]), g[k], nth);
+    }
+    return cli_stdout_done("bench", 0);
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc < 2 || cli_is_help(argv[1])) { usage(argc < 2 ? stderr : stdout); return argc < 2 ? 2 : 0; }
     const char *what = argv[1];
     const int gemm = !strcmp(what, "gemm");
-    if (!gemm && strcmp(what, "gemv")) return cli_usage_error("bench", "unknown benchmark '%s' (gemm or gemv)", what);
+    if (!strcmp(what, "peak")) return bench_peak(argc, argv);
+    if (!gemm && strcmp(what, "gemv")) return cli_usage_error("bench", "unknown benchmark '%s' (gemm, gemv or peak)", what);
     int M = gemm ? 0 : 1, N = 0, K = 0, threads = 0, json = 0;
     const char *weights = NULL, *form = "fwd";
     for (int i = 2; i < argc; i++) {
@@ -169,7 +193,7 @@ int cmd_bench(int argc, char **argv) {
     }
     qsort(t, (size_t)reps, sizeof(double), cmp_d);
     const double sec = t[reps / 2];
-    const char *path = fwd ? matmul_path(&W[0].m, M) : bf16_train ? bgemm_path() : be->name;
+    const char *path = fwd ? dsv3_matmul_path(&W[0].m, M) : bf16_train ? bgemm_path() : be->name;
     char pathbuf[64];
     if (!fwd && !bf16_train) { snprintf(pathbuf, sizeof pathbuf, "backend-%s-sgemm-%s", path, dsv3_isa_name(dsv3_matmul_get_isa())); path = pathbuf; }
     const int nth = omp_get_max_threads();

@@ -196,11 +196,16 @@ static void perf_ctl(const char *cmd) {
     if (f) { fprintf(f, "%s\n", cmd); fclose(f); }
 }
 
+// TRAIN_BENCH_PRECISION=bf16: the backend of `dsv3 train --precision bf16` (bf16 GEMM inputs, fp32
+// accumulation); default fp32.
+static int bench_bf16(void) { const char *p = getenv("TRAIN_BENCH_PRECISION"); return p && !strcmp(p, "bf16"); }
+static const dsv3_backend *bench_backend(void) { return bench_bf16() ? dsv3_backend_cpu_bf16() : dsv3_backend_cpu(); }
+
 // One mode: warm-up + `steps` timed steps; prints one JSON line.
 static int run_mode(dsv3_tmodel *tm, dsv3_train *tr, const int32_t *rows, const char *cfg_path, int B, int T, int steps,
                     dsv3_attn_mode mode, int fwd_only, double t_init) {
     const dsv3_config *cfg = &tm->cfg;
-    const dsv3_backend *be = dsv3_backend_cpu();
+    const dsv3_backend *be = bench_backend();
     size_t act = 0, ws = 0, minb = 0;
     dsv3_train_bytes(tr, &act, &ws, &minb);
     dsv3_train_opts o = {.mtp_weight = tm->tab.n_mtp > 0 ? 0.3f : 0.0f, .seq_aux = 1e-4f, .attn = mode,
@@ -292,7 +297,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s\n", dsv3_error()); return 1;
     }
     t_init = wall_now() - t_init;
-    dsv3_train *tr = dsv3_train_new(&tm, B, T, dsv3_backend_cpu(), 0);
+    dsv3_train *tr = dsv3_train_new(&tm, B, T, bench_backend(), 0);
     if (!tr) { fprintf(stderr, "%s\n", dsv3_error()); return 1; }
     int32_t *rows = malloc(sizeof(int32_t) * (size_t)B * (T + 1));
     uint64_t s = ROWS_SEED;

@@ -15,16 +15,12 @@
 
 #define AI static inline __attribute__((always_inline))
 
-// 16 fp32 -> 16 bf16 bit patterns, round to nearest even, NaN kept quiet: bit-exact with
-// dsv3_f32_to_bf16 (the hardware vcvtneps2bf16 flushes subnormals, so it is not used).
-AI __m256i f32_to_bf16_16(__m512 x) {
-    __m512i u = _mm512_castps_si512(x);
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
-    return _mm512_cvtepi32_epi16(r);
-}
+// 16 fp32 -> 16 bf16 bit patterns: vcvtneps2bf16 (round to nearest even, NaN kept quiet). It
+// flushes subnormal inputs to zero where dsv3_f32_to_bf16 keeps them as bf16 subnormals; both
+// kernels that read these packs (TDPBF16PS, vdpbf16ps) treat bf16 subnormal inputs as zero, so the
+// GEMM results are the same bit for bit. One instruction instead of the 8 integer ops of a software
+// rounding (the packs were 20 % of a bf16 training step).
+AI __m256i f32_to_bf16_16(__m512 x) { return (__m256i)_mm512_cvtneps_pbh(x); }
 
 AI __mmask16 mask16(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
 

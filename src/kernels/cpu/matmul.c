@@ -1,10 +1,15 @@
-// dsv3_matmul: picks the instruction set (AVX2+FMA+F16C or portable scalar C, at run time), the
-// algorithm (GEMV for M <= DSV3_MATMUL_GEMV_MAX_M, packed blocked GEMM above) and splits the work
-// over OpenMP threads: GEMV by contiguous ranges of output rows, GEMM by (NC rows of W) x (M range)
-// tasks. Kernels: gemv_avx2.c, gemm_avx2.c (SIMD), matmul_scalar below (fallback).
+// dsv3_matmul: picks the instruction set (at run time), the algorithm (GEMV for M <=
+// DSV3_MATMUL_GEMV_MAX_M, packed blocked GEMM above) and splits the work over OpenMP threads: GEMV
+// by contiguous ranges of output rows, GEMM by (NC rows of W) x (M range) tasks. Kernels by level:
+//   avx512, amx: gemv_avx512.c; above the GEMV sizes the SGEMM of sgemm.c with its 12 x 32
+//                AVX-512 micro-kernel (weights dequantized while packed), or with bf16 activations
+//                the BF16 GEMM (bgemm.c: AMX / vdpbf16ps);
+//   avx2:        gemv_avx2.c, gemm_avx2.c;
+//   scalar:      matmul_scalar below.
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/matmul_kernels.h"
 #include "kernels/cpu/bgemm.h"
+#include "kernels/cpu/sgemm.h"
 #include "numerics/bf16.h"
 #include "numerics/fp8.h"
 #include "core/error.h"
@@ -177,13 +182,14 @@ static void matmul_scalar(float *y, const float *x, const dsv3_mat *w, int M, in
 static void matmul_avx2_gemv(float *y, const float *x, const dsv3_mat *w, int M, int parallel) {
     // One contiguous range of output rows per thread (each streams its own part of W), cut at
     // multiples of 16 rows (4-row strips; 128-row F8 scale blocks stay whole where possible).
-    int N = w->rows;
+    int N = w->rows, avx512 = dsv3_matmul_get_isa() >= DSV3_ISA_AVX512;
     #pragma omp parallel if (parallel)
     {
         int nt = omp_get_num_threads(), tid = omp_get_thread_num();
         int per = ((N + 15) / 16 + nt - 1) / nt * 16;
         int r0 = tid * per < N ? tid * per : N, r1 = r0 + per < N ? r0 + per : N;
-        dsv3_gemv_avx2(y, x, w, M, r0, r1);
+        if (avx512) dsv3_gemv_avx512(y, x, w, M, r0, r1);
+        else dsv3_gemv_avx2(y, x, w, M, r0, r1);
     }
 }
 
@@ -240,5 +246,14 @@ void dsv3_matmul(float *y, const float *x, const dsv3_mat *w, int M) {
     if (dsv3_matmul_get_isa() == DSV3_ISA_SCALAR) matmul_scalar(y, x, w, M, parallel);
     else if (M <= DSV3_MATMUL_GEMV_MAX_M) matmul_avx2_gemv(y, x, w, M, parallel);
     else if (dsv3_matmul_uses_bf16_gemm(w, M)) dsv3_bgemm_mat(y, x, w, M);
+    else if (dsv3_matmul_get_isa() >= DSV3_ISA_AVX512) dsv3_sgemm_mat(y, x, w, M);
     else matmul_avx2_gemm(y, x, w, M, parallel);
+}
+
+const char *dsv3_matmul_path(const dsv3_mat *w, int M) {
+    dsv3_isa isa = dsv3_matmul_get_isa();
+    if (isa == DSV3_ISA_SCALAR) return "scalar";
+    if (M <= DSV3_MATMUL_GEMV_MAX_M) return isa >= DSV3_ISA_AVX512 ? "gemv-avx512" : "gemv-avx2";
+    if (dsv3_matmul_uses_bf16_gemm(w, M)) return isa >= DSV3_ISA_AMX ? "bgemm-amx" : "bgemm-avx512bf16";
+    return isa >= DSV3_ISA_AVX512 ? "sgemm-avx512" : "gemm-avx2";
 }

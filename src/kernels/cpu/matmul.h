@@ -49,5 +49,8 @@ int dsv3_matmul_get_act_bf16(void);
 void dsv3_matmul_set_act_bf16(int on);
 // Whether dsv3_matmul(…, w, M) runs the BF16 GEMM under the current settings.
 int dsv3_matmul_uses_bf16_gemm(const dsv3_mat *w, int M);
+// Name of the kernel dsv3_matmul(…, w, M) runs under the current settings ("gemv-avx512",
+// "gemv-avx2", "sgemm-avx512", "gemm-avx2", "bgemm-amx", "bgemm-avx512bf16", "scalar").
+const char *dsv3_matmul_path(const dsv3_mat *w, int M);
 // Largest M that takes the GEMV (no packing) path; above it the packed, blocked GEMM runs.
 #define DSV3_MATMUL_GEMV_MAX_M 24

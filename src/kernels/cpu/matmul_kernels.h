@@ -13,6 +13,8 @@
 
 // GEMV path: y[m, r] for r in [r0, r1), all m < M (any M; meant for small M). Single thread.
 void dsv3_gemv_avx2(float *y, const float *x, const dsv3_mat *w, int M, int r0, int r1);
+// Same contract on AVX-512 F/BW/VL (gemv_avx512.c); call only at the avx512 level or above.
+void dsv3_gemv_avx512(float *y, const float *x, const dsv3_mat *w, int M, int r0, int r1);
 
 // Packed GEMM: y[m, n] for m in [m0, m1), n in [n0, n1). Single thread. `pack` is scratch of
 // dsv3_gemm_pack_floats() floats, 32-byte aligned.

@@ -11,17 +11,18 @@
 // Packing buffers are grow-only and thread-local: no allocation in steady state.
 #include "kernels/cpu/sgemm.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/matmul_kernels.h"
 #include "core/error.h"
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MR DSV3_SG_MR
-#define NR DSV3_SG_NR
 #define KC DSV3_SG_KC
 #define MC DSV3_SG_MC
 #define NC DSV3_SG_NC
 
+#define MR DSV3_SG_MR
+#define NR DSV3_SG_NR
 // Portable micro-kernel (the DSV3_NO_SIMD / non-AVX2 path); the compiler may vectorize it.
 static void ukernel_c(int kc, const float *a, const float *b, float *c, long ldc, float alpha, float beta,
                       int mr, int nr) {
@@ -37,8 +38,11 @@ static void ukernel_c(int kc, const float *a, const float *b, float *c, long ldc
         }
 }
 
+#undef MR
+#undef NR
+
 typedef struct { float *p; size_t cap; } tl_buf;
-static _Thread_local tl_buf tl_a, tl_b;
+static _Thread_local tl_buf tl_a, tl_b, tl_w;
 
 static float *tl_get(tl_buf *b, size_t n) {
     if (b->cap < n) {
@@ -51,7 +55,9 @@ static float *tl_get(tl_buf *b, size_t n) {
 }
 
 // op(A)[i0 .. i0+mc, p0 .. p0+kc] -> ceil(mc/MR) panels [kc][MR], rows past mc zero.
-static void pack_a(int transA, const float *A, int lda, int i0, int mc, int p0, int kc, float *out, int simd) {
+// simd: 0 scalar, 1 AVX2 transposes. MR ≤ 16 (a multiple of 4 above 8: rows 8.. are packed first,
+// their 8-float stores spilling into the next k's lanes 0..3, which rows 0..7 then overwrite).
+static void pack_a(int transA, const float *A, int lda, int i0, int mc, int p0, int kc, float *out, int simd, int MR) {
     for (int ir = 0; ir < mc; ir += MR, out += (size_t)kc * MR) {
         int mr = mc - ir < MR ? mc - ir : MR;
         if (transA) { // A stored (K, M): row k of the panel is contiguous
@@ -63,8 +69,12 @@ static void pack_a(int transA, const float *A, int lda, int i0, int mc, int p0, 
                 for (; i < mr; i++) d[i] = src[i];
                 for (; i < MR; i++) d[i] = 0.0f;
             }
-        } else if (simd) {
+        } else if (simd && MR <= 8) {
             dsv3_sg_pack_t_avx2(A + (size_t)(i0 + ir) * lda + p0, lda, mr, kc, out, MR, MR);
+        } else if (simd) {
+            const float *src = A + (size_t)(i0 + ir) * lda + p0;
+            dsv3_sg_pack_t_avx2(src + 8 * (size_t)lda, lda, mr > 8 ? mr - 8 : 0, kc, out + 8, MR, MR - 8);
+            dsv3_sg_pack_t_avx2(src, lda, mr < 8 ? mr : 8, kc, out, MR, 8);
         } else {
             for (int i = 0; i < MR; i++) {
                 if (i < mr) {
@@ -78,7 +88,18 @@ static void pack_a(int transA, const float *A, int lda, int i0, int mc, int p0, 
 }
 
 // One NR panel of op(B)[p0 .. p0+kc, j0 .. j0+nr] -> [kc][NR], columns past nr zero.
-static void pack_b_panel(int transB, const float *B, int ldb, int p0, int kc, int j0, int nr, float *out, int simd) {
+// NR: a multiple of 8. w != NULL (simd only): op(B)[k, n] = W[n, k] of a weight of any dsv3_mat dtype,
+// dequantized to fp32 (dsv3_mat_block_f32_avx2) 8 rows at a time into tmp (8 x KC), then transposed.
+static void pack_b_panel(int transB, const float *B, int ldb, const dsv3_mat *w, int p0, int kc, int j0, int nr,
+                         float *out, int simd, int NR, float *tmp) {
+    if (w) {
+        for (int g = 0; g < NR; g += 8) {
+            int rows = nr - g < 0 ? 0 : nr - g > 8 ? 8 : nr - g;
+            if (rows) dsv3_mat_block_f32_avx2(w, j0 + g, rows, p0, kc, tmp, KC);
+            dsv3_sg_pack_t_avx2(tmp, KC, rows, kc, out + g, NR, 8);
+        }
+        return;
+    }
     if (!transB) { // B stored (K, N): a row of the panel is contiguous
         for (int k = 0; k < kc; k++) {
             const float *src = B + (size_t)(p0 + k) * ldb + j0;
@@ -88,9 +109,11 @@ static void pack_b_panel(int transB, const float *B, int ldb, int p0, int kc, in
             for (; j < nr; j++) d[j] = src[j];
             for (; j < NR; j++) d[j] = 0.0f;
         }
-    } else if (simd) { // B stored (N, K): 8 x 8 transposes of two 8-row groups
-        dsv3_sg_pack_t_avx2(B + (size_t)j0 * ldb + p0, ldb, nr < 8 ? nr : 8, kc, out, NR, 8);
-        dsv3_sg_pack_t_avx2(B + (size_t)(j0 + 8) * ldb + p0, ldb, nr > 8 ? nr - 8 : 0, kc, out + 8, NR, 8);
+    } else if (simd) { // B stored (N, K): 8 x 8 transposes of 8-row groups
+        for (int g = 0; g < NR; g += 8) {
+            int rows = nr - g < 0 ? 0 : nr - g > 8 ? 8 : nr - g;
+            dsv3_sg_pack_t_avx2(B + (size_t)(j0 + g) * ldb + p0, ldb, rows, kc, out + g, NR, 8);
+        }
     } else { // B stored (N, K): gather NR rows
         for (int j = 0; j < NR; j++) {
             if (j < nr) {
@@ -108,12 +131,15 @@ static void scale_c(int M, int N, float beta, float *C, int ldc) {
         for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta != 0.0f ? beta * C[(size_t)i * ldc + j] : 0.0f;
 }
 
-void dsv3_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
-                const float *B, int ldb, float beta, float *C, int ldc) {
+static void sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, int ldb, const dsv3_mat *w, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return; }
-    int simd = dsv3_matmul_get_isa() >= DSV3_ISA_AVX2;
-    dsv3_sg_ukernel uk = simd ? dsv3_sg_ukernel_avx2 : ukernel_c;
+    dsv3_isa isa = dsv3_matmul_get_isa();
+    int simd = isa >= DSV3_ISA_AVX2;
+    // Micro-tile per level: 12 x 32 on AVX-512 (24 zmm accumulators), 6 x 16 on AVX2 and scalar.
+    const int MR = isa >= DSV3_ISA_AVX512 ? DSV3_SG_MR_512 : DSV3_SG_MR, NR = isa >= DSV3_ISA_AVX512 ? DSV3_SG_NR_512 : DSV3_SG_NR;
+    dsv3_sg_ukernel uk = isa >= DSV3_ISA_AVX512 ? dsv3_sg_ukernel_avx512 : simd ? dsv3_sg_ukernel_avx2 : ukernel_c;
 
     int nth = omp_in_parallel() ? 1 : omp_get_max_threads();
     double flops = 2.0 * M * N * K;
@@ -131,6 +157,7 @@ void dsv3_sgemm(int transA, int transB, int M, int N, int K, float alpha, const 
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
         float *ap = tl_get(&tl_a, (size_t)mc * KC + MR * KC);
+        float *wtmp = w ? tl_get(&tl_w, (size_t)8 * KC) : NULL;
         for (int jc = 0; jc < N; jc += NC) {
             int nc = N - jc < NC ? N - jc : NC;
             int n_jr = (nc + NR - 1) / NR;
@@ -145,14 +172,14 @@ void dsv3_sgemm(int transA, int transB, int M, int N, int K, float alpha, const 
 #pragma omp for schedule(static)
                 for (int jr = 0; jr < n_jr; jr++) {
                     int j0 = jr * NR, nr = nc - j0 < NR ? nc - j0 : NR;
-                    pack_b_panel(transB, B, ldb, pc, kc, jc + j0, nr, bp + (size_t)jr * kc * NR, simd);
+                    pack_b_panel(transB, B, ldb, w, pc, kc, jc + j0, nr, bp + (size_t)jr * kc * NR, simd, NR, wtmp);
                 }
 #pragma omp for schedule(static)
                 for (int it = 0; it < n_ic * n_ch; it++) {
                     int ic = it / n_ch, ch = it % n_ch;
                     int i0 = ic * mc, mcc = M - i0 < mc ? M - i0 : mc;
                     int jr0 = n_jr * ch / n_ch, jr1 = n_jr * (ch + 1) / n_ch;
-                    pack_a(transA, A, lda, i0, mcc, pc, kc, ap, simd);
+                    pack_a(transA, A, lda, i0, mcc, pc, kc, ap, simd, MR);
                     for (int jr = jr0; jr < jr1; jr++) {
                         int j0 = jr * NR, nr = nc - j0 < NR ? nc - j0 : NR;
                         const float *bpan = bp + (size_t)jr * kc * NR;
@@ -166,4 +193,14 @@ void dsv3_sgemm(int transA, int transB, int M, int N, int K, float alpha, const 
             }
         }
     }
+}
+
+void dsv3_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc) {
+    sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc);
+}
+
+void dsv3_sgemm_mat(float *y, const float *x, const dsv3_mat *w, int M) {
+    DSV3_ASSERT(dsv3_matmul_get_isa() >= DSV3_ISA_AVX2);
+    sgemm(0, 1, M, w->rows, w->cols, 1.0f, x, w->cols, NULL, w->cols, w, 0.0f, y, w->rows);
 }

@@ -70,7 +70,7 @@ void dsv3_sg_pack_t_avx2(const float *src, long ld, int rows, int kc, float *out
         for (int i = 0; i < 8; i++) r[i] = i < rows ? _mm256_loadu_ps(src + i * ld + k) : _mm256_setzero_ps();
         transpose8(r);
         if (width == 8)
-            for (int j = 0; j < 8; j++) _mm256_store_ps(out + (size_t)(k + j) * ostride, r[j]);
+            for (int j = 0; j < 8; j++) _mm256_storeu_ps(out + (size_t)(k + j) * ostride, r[j]);
         else
             for (int j = 0; j < 8; j++) _mm256_storeu_ps(out + (size_t)(k + j) * ostride, r[j]);
     }

@@ -1,0 +1,44 @@
+// The AVX-512 12 x 32 SGEMM micro-kernel (see sgemm.h): 24 zmm accumulators; per k, two 16-wide
+// loads of the B panel and twelve broadcasts of the A panel feed 24 FMAs (2 loads + 12 broadcast
+// loads per 24 FMAs, so the two FMA pipes, not the load ports, bound it). Edge tiles store through
+// masks (rows < mr, columns < nr): no temporary tile.
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
+#include "kernels/cpu/sgemm.h"
+#include <immintrin.h>
+
+#define MR DSV3_SG_MR_512
+#define NR DSV3_SG_NR_512
+
+void dsv3_sg_ukernel_avx512(int kc, const float *a, const float *b, float *c, long ldc, float alpha, float beta,
+                            int mr, int nr) {
+    __m512 acc[MR][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            __m512 av = _mm512_set1_ps(a[i]);
+            acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+        }
+        a += MR;
+        b += NR;
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1u);
+    const __mmask16 m1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1u);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        if (i >= mr) break;
+        float *ci = c + i * ldc;
+        __m512 r0 = _mm512_mul_ps(va, acc[i][0]), r1 = _mm512_mul_ps(va, acc[i][1]);
+        if (beta != 0.0f) {
+            r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), r0);
+            r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), r1);
+        }
+        _mm512_mask_storeu_ps(ci, m0, r0);
+        _mm512_mask_storeu_ps(ci + 16, m1, r1);
+    }
+}
