@@ -200,16 +200,17 @@ int cmd_bench(int argc, char **argv) {
     if (gemm) {
         const double gflops = 2.0 * M * N * K / sec / 1e9;
         if (json)
-            printf("{\"gflops\":%.3f,\"seconds\":%.6g,\"path\":\"%s\",\"m\":%d,\"n\":%d,\"k\":%d,\"weights\":\"%s\",\"form\":\"%s\",\"act\":\"%s\",\"threads\":%d,\"reps\":%d}\n",
-                   gflops, sec, path, M, N, K, weights, form, bf16_train || dsv3_matmul_uses_bf16_gemm(&W[0].m, M) ? "bf16" : "f32", nth, reps);
+            printf("{\"gflops\":%.3f,\"seconds\":%.6g,\"path\":\"%s\",\"m\":%d,\"n\":%d,\"k\":%d,\"weights\":\"%s\",\"form\":\"%s\",\"act\":\"%s\",\"threads\":%d,\"reps\":%d,\"isa\":\"%s\"}\n",
+                   gflops, sec, path, M, N, K, weights, form, bf16_train || dsv3_matmul_uses_bf16_gemm(&W[0].m, M) ? "bf16" : "f32", nth, reps,
+                   dsv3_isa_name(dsv3_matmul_get_isa()));
         else
             printf("gemm %s %dx%dx%d %s: %.2f GFLOP/s, %.3f ms per call (median of %d), path %s, %d threads\n", form, M, N, K,
                    weights, gflops, sec * 1e3, reps, path, nth);
     } else {
         const double gbps = (double)wbytes / sec / 1e9, wps = (double)N * K / sec;
         if (json)
-            printf("{\"gbps\":%.3f,\"weights_per_s\":%.6g,\"seconds\":%.6g,\"path\":\"%s\",\"n\":%d,\"k\":%d,\"weights\":\"%s\",\"threads\":%d,\"copies\":%d,\"reps\":%d}\n",
-                   gbps, wps, sec, path, N, K, weights, nth, copies, reps);
+            printf("{\"gbps\":%.3f,\"weights_per_s\":%.6g,\"seconds\":%.6g,\"path\":\"%s\",\"n\":%d,\"k\":%d,\"weights\":\"%s\",\"threads\":%d,\"copies\":%d,\"reps\":%d,\"isa\":\"%s\"}\n",
+                   gbps, wps, sec, path, N, K, weights, nth, copies, reps, dsv3_isa_name(dsv3_matmul_get_isa()));
         else
             printf("gemv %dx%d %s: %.2f GB/s of weights (%.3g weights/s), %.3f ms per call (median of %d, %d copies cycled), path %s, %d threads\n",
                    N, K, weights, gbps, wps, sec * 1e3, reps, copies, path, nth);

@@ -16,7 +16,7 @@ for w in f32 bf16 fp8; do
   j=$("$D" bench gemm --m 32 --n 256 --k 384 --weights $w --threads 2 --json)
   check "gemm $w json ($j)" grep -q '^{"gflops":[0-9.]*,"seconds":[0-9.e-]*,"path":"[a-z0-9-]*"' <<<"$j"
   j=$("$D" bench gemv --n 256 --k 384 --weights $w --json)
-  check "gemv $w json ($j)" grep -q '^{"gbps":[0-9.]*,"weights_per_s":[0-9.e+]*,.*"path":"\(gemv-avx2\|scalar\)"' <<<"$j"
+  check "gemv $w json ($j)" grep -q '^{"gbps":[0-9.]*,"weights_per_s":[0-9.e+]*,.*"path":"\(gemv-avx2\|gemv-avx512\|scalar\)"' <<<"$j"
 done
 for f in dgrad wgrad; do
   j=$("$D" bench gemm --m 32 --n 256 --k 384 --weights f32 --form $f --json)
@@ -30,9 +30,28 @@ for w in bf16 fp8; do
   j=$("$D" bench gemm --m 64 --n 256 --k 384 --weights $w --act bf16 --json)
   check "gemm $w --act bf16 ($j)" grep -q '"path":"\(bgemm-amx\|bgemm-avx512bf16\|gemm-avx2\|scalar\)"' <<<"$j"
   j=$("$D" bench gemm --m 64 --n 256 --k 384 --weights $w --json)
-  check "gemm $w default act is f32 ($j)" grep -q '"path":"\(gemm-avx2\|scalar\)".*"act":"f32"' <<<"$j"
+  check "gemm $w default act is f32 ($j)" grep -q '"path":"\(gemm-avx2\|sgemm-avx512\|scalar\)".*"act":"f32"' <<<"$j"
 done
+# The kernel each level runs (the levels this CPU has; the others are reported as skipped).
+top=$("$D" bench gemv --n 64 --k 64 --weights f32 --json | sed 's/.*"isa":"\([a-z0-9]*\)".*/\1/')
+rank() { case $1 in scalar) echo 0;; avx2) echo 1;; avx512) echo 2;; amx) echo 3;; *) echo -1;; esac; }
+check "the JSON names the level ($top)" test "$(rank "$top")" -ge 0
+for lv in scalar avx2 avx512 amx; do
+  if [ "$(rank $lv)" -gt "$(rank "$top")" ]; then echo "SKIP bench.sh: level $lv (this CPU tops out at $top)"; continue; fi
+  case $lv in scalar) gv=scalar; gm=scalar;; avx2) gv=gemv-avx2; gm=gemm-avx2;; *) gv=gemv-avx512; gm=sgemm-avx512;; esac
+  for w in f32 fp8; do
+    j=$(DSV3_ISA=$lv "$D" bench gemm --m 4 --n 64 --k 200 --weights $w --json)
+    check "$lv $w M=4 path $gv ($j)" grep -q "\"path\":\"$gv\".*\"isa\":\"$lv\"" <<<"$j"
+    j=$(DSV3_ISA=$lv "$D" bench gemm --m 40 --n 64 --k 200 --weights $w --json)
+    check "$lv $w M=40 path $gm ($j)" grep -q "\"path\":\"$gm\"" <<<"$j"
+  done
+done
+j=$("$D" bench peak --threads 1 --json)
+check "peak json ($j)" grep -q '^{"fp32_fma_ymm":-\?[0-9.]*,"fp32_fma_zmm":-\?[0-9.]*,"bf16_vdpbf16ps_zmm":-\?[0-9.]*,"bf16_amx_tdpbf16ps":-\?[0-9.]*,"isa":"[a-z0-9]*","threads":1}' <<<"$j"
+j=$(DSV3_ISA=avx2 "$D" bench peak --threads 1 --json)
+check "peak below avx512: zmm kernels not available ($j)" grep -q '"fp32_fma_zmm":-1.0,.*"bf16_amx_tdpbf16ps":-1.0' <<<"$j"
+expect_exit 2 "peak: bad option" "$D" bench peak --fast
 expect_exit 2 "bad --act" "$D" bench gemm --m 4 --n 64 --k 64 --weights bf16 --act fp4
 j=$("$D" bench gemm --m 1 --n 256 --k 384 --weights f32 --json)
-check "M = 1 takes the GEMV path" grep -q '"path":"\(gemv-avx2\|scalar\)"' <<<"$j"
+check "M = 1 takes the GEMV path" grep -q '"path":"\(gemv-avx2\|gemv-avx512\|scalar\)"' <<<"$j"
 finish
