@@ -195,7 +195,11 @@ int cmd_bench(int argc, char **argv) {
     const double sec = t[reps / 2];
     const char *path = fwd ? dsv3_matmul_path(&W[0].m, M) : bf16_train ? bgemm_path() : be->name;
     char pathbuf[64];
-    if (!fwd && !bf16_train) { snprintf(pathbuf, sizeof pathbuf, "backend-%s-sgemm-%s", path, dsv3_isa_name(dsv3_matmul_get_isa())); path = pathbuf; }
+    if (!fwd && !bf16_train) { // the SGEMM micro-kernel of the level: 12 x 32 AVX-512 at avx512 and amx
+        dsv3_isa lv = dsv3_matmul_get_isa();
+        snprintf(pathbuf, sizeof pathbuf, "backend-%s-sgemm-%s", path, lv >= DSV3_ISA_AVX512 ? "avx512" : dsv3_isa_name(lv));
+        path = pathbuf;
+    }
     const int nth = omp_get_max_threads();
     if (gemm) {
         const double gflops = 2.0 * M * N * K / sec / 1e9;

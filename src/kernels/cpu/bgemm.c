@@ -100,7 +100,11 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
         for (int c = 0; c < 128; c++) vec &= lut[c | 0x80] == (uint16_t)(lut[c] | 0x8000);
     }
     int Kp = (K + 31) & ~31, Mp = (M + 31) & ~31;
-    uint16_t *apack = tl_get(&tl_apack, (size_t)Mp * Kp * 2);
+    // Row stride of the packed A: an odd number of 64-byte lines, so that the 16 rows of an A tile
+    // load do not all fall into one L1 set (with Kp * 2 a multiple of 4 KiB they did: the AMX A-tile
+    // loads then missed L1 every time).
+    int Ks = (Kp / 32) % 2 == 0 ? Kp + 32 : Kp;
+    uint16_t *apack = tl_get(&tl_apack, (size_t)Mp * Ks * 2);
     int ncb = N < NC ? (N + 31) & ~31 : NC;
     uint16_t *bpack = tl_get(&tl_bpack, (size_t)Kp * ncb * 2);
     double flops = 2.0 * M * N * K;
@@ -109,14 +113,14 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
 
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
-        float *S = tl_get(&tl_scratch, (size_t)MC * NC * sizeof(float));
+        float *S = tl_get(&tl_scratch, (size_t)MC * (NC + 16) * sizeof(float));
         float *tmp = tl_get(&tl_tmp, (16 * 32 + MC + NC) * sizeof(float)); // pack scratch; row, column scales
         uint16_t *drow = q ? tl_get(&tl_dec, (size_t)Kp * sizeof(uint16_t)) : NULL; // a decoded B column
         int nt_threads = omp_get_num_threads();
 #pragma omp for schedule(static)
         for (int g = 0; g < Mp / 32; g++) {
-            if (q) pack_a_codes(q, lut, vec, Kp, 32 * g, 32 * g + 32, apack);
-            else dsv3_bg_pack_a_avx512(a, M, K, Kp, 32 * g, 32 * g + 32, apack);
+            if (q) pack_a_codes(q, lut, vec, Ks, 32 * g, 32 * g + 32, apack); // rows Ks apart, zero past K
+            else dsv3_bg_pack_a_avx512(a, M, K, Ks, 32 * g, 32 * g + 32, apack);
         }
         for (int nb0 = 0; nb0 < N; nb0 += NC) {
             int nb = N - nb0 < NC ? N - nb0 : NC, npan = (nb + 15) / 16, nt32 = (nb + 31) / 32;
@@ -144,27 +148,32 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
                     float *ra = tmp + 16 * 32, *cb = ra + MC;
                     for (int kb = 0; kb < nk; kb++) {
                         int k0 = 128 * kb, kc = Kp - k0 < 128 ? Kp - k0 : 128;
-                        const uint16_t *ap = apack + (size_t)m0 * Kp + k0;
+                        const uint16_t *ap = apack + (size_t)m0 * Ks + k0;
                         const uint16_t *bk = bp + (size_t)(k0 / 2) * 32;
-                        if (amx) dsv3_bg_block_amx(ap, Kp, mt, bk, (long)Kp * 16, nt, kc, S, (long)nt * 32, 1);
-                        else dsv3_bg_block_avx512(ap, Kp, mt, bk, (long)Kp * 16, nt, kc, S, (long)nt * 32, 1);
+                        const long lds = (long)nt * 32 + 16; // an odd number of lines (see below)
+                        if (amx) dsv3_bg_block_amx(ap, Ks, mt, bk, (long)Kp * 16, nt, kc, S, lds, 1);
+                        else dsv3_bg_block_avx512(ap, Ks, mt, bk, (long)Kp * 16, nt, kc, S, lds, 1);
                         for (int i = 0; i < rows; i++) ra[i] = q->sa[(long)(m0 + i) * q->sa_stride_m + (long)kb * q->sa_stride_k];
                         for (int j = 0; j < cols; j++) cb[j] = q->sb[(size_t)((c0 + j) / q->b_block_n) * nk + kb];
-                        dsv3_bg_merge_scaled_avx512(C + (size_t)m0 * ldc + c0, ldc, S, (long)nt * 32, rows, cols, ra, cb,
+                        dsv3_bg_merge_scaled_avx512(C + (size_t)m0 * ldc + c0, ldc, S, lds, rows, cols, ra, cb,
                                                     kb == 0 && beta == 0.0f);
                     }
                     continue;
                 }
-                int direct = alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && rows == mt * 32 && cols == nt * 32;
+                // Not when C's row stride is a multiple of 512 bytes: the 16 rows of each C tile load
+                // and store would then share a few L1 sets (measured: those tile loads hot in perf).
+                // The scratch's stride is an odd number of 64-byte lines for the same reason.
+                int direct = alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && rows == mt * 32 && cols == nt * 32 &&
+                             ldc % 128 != 0;
                 float *acc = direct ? C + (size_t)m0 * ldc + c0 : S;
-                long lds = direct ? ldc : (long)nt * 32;
+                long lds = direct ? ldc : (long)nt * 32 + 16;
                 for (int k0 = 0; k0 < Kp; k0 += KC) {
                     int kc = Kp - k0 < KC ? Kp - k0 : KC;
-                    const uint16_t *ap = apack + (size_t)m0 * Kp + k0;
+                    const uint16_t *ap = apack + (size_t)m0 * Ks + k0;
                     const uint16_t *bk = bp + (size_t)(k0 / 2) * 32;
                     int first = k0 == 0 && !(direct && beta == 1.0f);
-                    if (amx) dsv3_bg_block_amx(ap, Kp, mt, bk, (long)Kp * 16, nt, kc, acc, lds, first);
-                    else dsv3_bg_block_avx512(ap, Kp, mt, bk, (long)Kp * 16, nt, kc, acc, lds, first);
+                    if (amx) dsv3_bg_block_amx(ap, Ks, mt, bk, (long)Kp * 16, nt, kc, acc, lds, first);
+                    else dsv3_bg_block_avx512(ap, Ks, mt, bk, (long)Kp * 16, nt, kc, acc, lds, first);
                 }
                 if (direct) continue;
                 dsv3_bg_merge_avx512(C + (size_t)m0 * ldc + c0, ldc, S, lds, rows, cols, alpha, beta);

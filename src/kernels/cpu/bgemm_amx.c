@@ -39,12 +39,14 @@ void dsv3_bg_block_amx(const uint16_t *a, long lda, int mt, const uint16_t *b, l
                 _tile_loadd(2, s + 16 * lds, ss); _tile_loadd(3, s + 16 * lds + 16, ss);
             }
             for (int k = 0; k < kc; k += 32) {
+                // loads interleaved with the products that need them (each load can overlap the
+                // product before it)
                 _tile_loadd(4, ai + k, as);
-                _tile_loadd(5, ai + 16 * lda + k, as);
                 _tile_loadd(6, p0 + (size_t)k * 16, 64);
-                _tile_loadd(7, p1 + (size_t)k * 16, 64);
                 _tile_dpbf16ps(0, 4, 6);
+                _tile_loadd(7, p1 + (size_t)k * 16, 64);
                 _tile_dpbf16ps(1, 4, 7);
+                _tile_loadd(5, ai + 16 * lda + k, as);
                 _tile_dpbf16ps(2, 5, 6);
                 _tile_dpbf16ps(3, 5, 7);
             }
