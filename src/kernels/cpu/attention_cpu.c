@@ -56,12 +56,20 @@ static float *tl_get(tl_buf *b, size_t n) {
     return b->p;
 }
 
+static dsv3_attn_dots_fn pick_dots(void) {
+    dsv3_isa isa = dsv3_matmul_get_isa();
+    return isa >= DSV3_ISA_AVX512 ? dsv3_attn_dots_avx512 : isa >= DSV3_ISA_AVX2 ? dsv3_attn_dots_avx2 : dots_c;
+}
+static dsv3_attn_acc_fn pick_acc(void) {
+    dsv3_isa isa = dsv3_matmul_get_isa();
+    return isa >= DSV3_ISA_AVX512 ? dsv3_attn_acc_avx512 : isa >= DSV3_ISA_AVX2 ? dsv3_attn_acc_avx2 : acc_c;
+}
+
 static int use_threads(double work) { return !omp_in_parallel() && omp_get_max_threads() > 1 && work > 2e5; }
 
 void dsv3_attn_fwd_cpu(const dsv3_attn_args *a) {
-    int simd = dsv3_matmul_get_isa() >= DSV3_ISA_AVX2;
-    dsv3_attn_dots_fn dots = simd ? dsv3_attn_dots_avx2 : dots_c;
-    dsv3_attn_acc_fn acc = simd ? dsv3_attn_acc_avx2 : acc_c;
+    dsv3_attn_dots_fn dots = pick_dots();
+    dsv3_attn_acc_fn acc = pick_acc();
     int T = a->T, H = a->H, nqb = (T + BQ - 1) / BQ;
     double work = (double)H * T * T * (a->dqk + a->dv);
 #pragma omp parallel if (use_threads(work))
@@ -153,9 +161,8 @@ static void bwd_head(const dsv3_attn_args *a, int h, const float *dout, float *d
 }
 
 void dsv3_attn_bwd_cpu(const dsv3_attn_args *a, const float *dout, float *dq, float *dk, float *dv) {
-    int simd = dsv3_matmul_get_isa() >= DSV3_ISA_AVX2;
-    dsv3_attn_dots_fn dots = simd ? dsv3_attn_dots_avx2 : dots_c;
-    dsv3_attn_acc_fn acc = simd ? dsv3_attn_acc_avx2 : acc_c;
+    dsv3_attn_dots_fn dots = pick_dots();
+    dsv3_attn_acc_fn acc = pick_acc();
     int T = a->T, H = a->H, dqk = a->dqk, dvd = a->dv;
     double work = 2.5 * H * T * T * (a->dqk + a->dv);
     int nt = use_threads(work) ? omp_get_max_threads() : 1;

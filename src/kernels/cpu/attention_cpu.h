@@ -1,6 +1,6 @@
 // Internal: flash-style causal attention of the fast CPU backend (kernels/backend.h attn_fwd /
-// attn_bwd) and its two block primitives, in an AVX2/FMA version (attention_avx2.c) and a portable
-// one (attention_cpu.c), chosen at run time by dsv3_matmul_get_isa().
+// attn_bwd) and its two block primitives, in AVX-512 (attention_avx512.c), AVX2/FMA (attention_avx2.c)
+// and portable (attention_cpu.c) versions, chosen at run time by dsv3_matmul_get_isa().
 #pragma once
 #include "kernels/backend.h"
 
@@ -19,3 +19,8 @@ void dsv3_attn_dots_avx2(float *S, int lds, int nx, int ny, const float *X, long
                          int d, float scale);
 void dsv3_attn_acc_avx2(float *Out, long ldo, int nout, const float *P, long prs, long pcs, int nin, const float *X,
                         long ldx, int d, float alpha);
+// The same contracts on AVX-512 (attention_avx512.c; the avx512 level and above).
+void dsv3_attn_dots_avx512(float *S, int lds, int nx, int ny, const float *X, long ldx, const float *Y, long ldy,
+                           int d, float scale);
+void dsv3_attn_acc_avx512(float *Out, long ldo, int nout, const float *P, long prs, long pcs, int nin, const float *X,
+                          long ldx, int d, float alpha);
