@@ -18,9 +18,10 @@
 //         per 128-row scale block; 2^(120 - k) finishes each row sum. NaN codes (S.1111.111) are
 //         tracked with a byte max over the raw codes (| 0x80, so that 0xFF means NaN) and give
 //         NaN rows, as in the reference.
-// Tiles: M = 1 takes 8 weight rows (8 accumulator chains; each x vector loaded feeds 8 FMAs). No
-// software prefetch: the next-strip prefetch of gemv_avx2.c (a win on the AMD machine) measured
-// 20-30% slower for F32/BF16 here (Xeon, L2 streamer) and within the noise for E4M3. M >= 2 takes 4 weight rows x up to 4 x rows (16 accumulators; each
+// Tiles: M = 1 takes 8 weight rows (8 accumulator chains; each x vector loaded feeds 8 FMAs). The
+// next-strip software prefetch of gemv_avx2.c runs only for E4M3 rows of at most 4 KiB: there
+// (7168 x 2048) it measured +15-25 % (the hardware prefetcher restarts on each short row of a new
+// strip); for longer rows and for F32/BF16 it measured 15-30 % slower (Xeon, L2 streamer). M >= 2 takes 4 weight rows x up to 4 x rows (16 accumulators; each
 // decoded weight vector feeds up to 4 FMAs). Columns: 64 per main-loop step, then 16, then a masked
 // tail (masked loads never touch the bytes past the row).
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c")
@@ -69,7 +70,7 @@ AI __m512 loadx(const float *x, int c, __mmask16 m, int full) {
 // strip p (row stride ldw bytes) and x rows j < MB (x + j * ldx). fin[j]: factor finishing row j's
 // sums. Returns nonzero if an E4M3 NaN code was seen.
 AI int tile(dsv3_dtype t, const int R, const int MB, float *y, size_t ldy, const float *x, size_t ldx, const uint8_t *p,
-            size_t ldw, int nr, int cols, const float *fin) {
+            size_t ldw, int nr, int cols, const float *fin, int pf) {
     const int fp8 = t == DSV3_F8_E4M3;
     __m512 acc[8][4];
 #pragma GCC unroll 8
@@ -82,7 +83,11 @@ AI int tile(dsv3_dtype t, const int R, const int MB, float *y, size_t ldy, const
     __m512i mx = _mm512_setzero_si512();
     const __m512i hi = _mm512_set1_epi8((char)0x80);
     int c = 0;
+    const uint8_t *next = p + (size_t)R * ldw;
+    const size_t es = elem_size(t);
     for (; c + 64 <= cols; c += 64) {
+        if (pf) // as many lines of the next strip as this step decodes (R * 64 * es bytes)
+            for (size_t l = 0; l < (size_t)R * es; l++) _mm_prefetch((const char *)(next + (size_t)R * es * c + 64 * l), _MM_HINT_T0);
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) {
             if (fp8) {
@@ -192,13 +197,14 @@ AI void gemv_rows(dsv3_dtype t, float *y, const float *x, const dsv3_mat *w, int
         const uint8_t *p = (const uint8_t *)w->data + (size_t)r * ldw;
         int nan = 0;
         if (M == 1) {
-            nan = tile(t, 8, 1, y + r, N, xp, cols, p, ldw, nr, cols, fin);
+            // E4M3 rows of at most 4 KiB: prefetch the next strip (see the header)
+            nan = tile(t, 8, 1, y + r, N, xp, cols, p, ldw, nr, cols, fin, fp8 && ldw <= 4096 && nr == 8 && r + 16 <= r1);
         } else {
             int m = 0;
-            for (; m + 4 <= M; m += 4) nan |= tile(t, 4, 4, y + (size_t)m * N + r, N, xp + (size_t)m * cols, cols, p, ldw, nr, cols, fin + (fp8 ? m : 0));
-            if (M - m == 3) nan |= tile(t, 4, 3, y + (size_t)m * N + r, N, xp + (size_t)m * cols, cols, p, ldw, nr, cols, fin + (fp8 ? m : 0));
-            else if (M - m == 2) nan |= tile(t, 4, 2, y + (size_t)m * N + r, N, xp + (size_t)m * cols, cols, p, ldw, nr, cols, fin + (fp8 ? m : 0));
-            else if (M - m == 1) nan |= tile(t, 4, 1, y + (size_t)m * N + r, N, xp + (size_t)m * cols, cols, p, ldw, nr, cols, fin + (fp8 ? m : 0));
+            for (; m + 4 <= M; m += 4) nan |= tile(t, 4, 4, y + (size_t)m * N + r, N, xp + (size_t)m * cols, cols, p, ldw, nr, cols, fin + (fp8 ? m : 0), 0);
+            if (M - m == 3) nan |= tile(t, 4, 3, y + (size_t)m * N + r, N, xp + (size_t)m * cols, cols, p, ldw, nr, cols, fin + (fp8 ? m : 0), 0);
+            else if (M - m == 2) nan |= tile(t, 4, 2, y + (size_t)m * N + r, N, xp + (size_t)m * cols, cols, p, ldw, nr, cols, fin + (fp8 ? m : 0), 0);
+            else if (M - m == 1) nan |= tile(t, 4, 1, y + (size_t)m * N + r, N, xp + (size_t)m * cols, cols, p, ldw, nr, cols, fin + (fp8 ? m : 0), 0);
         }
         if (nan) // rare: the rows holding a NaN code give NaN outputs (as in the reference)
             for (int i = 0; i < nr; i++)
