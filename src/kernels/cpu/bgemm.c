@@ -124,10 +124,17 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
         }
         for (int nb0 = 0; nb0 < N; nb0 += NC) {
             int nb = N - nb0 < NC ? N - nb0 : NC, npan = (nb + 15) / 16, nt32 = (nb + 31) / 32;
+            if (!q && b && !b->trans) { // fp32 B stored (K, N): by runs of 64 K pairs over all the block's panels
+                const int npairs = Kp / 2, nch = (npairs + 63) / 64;
 #pragma omp for schedule(static)
-            for (int p = 0; p < 2 * nt32; p++) {
-                if (q) pack_b_codes(q, lut, vec, Kp, nb0 + 16 * p, (uint32_t *)(bpack + (size_t)p * Kp * 16), drow);
-                else dsv3_bg_pack_b_avx512(b, w, N, K, Kp, nb0 + 16 * p, bpack + (size_t)p * Kp * 16, tmp);
+                for (int ch = 0; ch < nch; ch++)
+                    dsv3_bg_pack_b_kn_avx512(b, N, K, Kp, nb0, 2 * nt32, 64 * ch, 64 * ch + 64 < npairs ? 64 * ch + 64 : npairs, bpack);
+            } else {
+#pragma omp for schedule(static)
+                for (int p = 0; p < 2 * nt32; p++) {
+                    if (q) pack_b_codes(q, lut, vec, Kp, nb0 + 16 * p, (uint32_t *)(bpack + (size_t)p * Kp * 16), drow);
+                    else dsv3_bg_pack_b_avx512(b, w, N, K, Kp, nb0 + 16 * p, bpack + (size_t)p * Kp * 16, tmp);
+                }
             }
             (void)npan;
             // Column slices of the block: split it when there are too few row blocks for the threads.

@@ -90,6 +90,22 @@ void dsv3_bg_pack_a_avx512(const dsv3_bg_fsrc *a, int M, int K, int Kp, int m0, 
     if (a->trans) pack_a_t(a, M, K, m0, m1 < M ? m1 : M, Kp, apack);
 }
 
+void dsv3_bg_pack_b_kn_avx512(const dsv3_bg_fsrc *b, int N, int K, int Kp, int n0, int npan, int p0, int p1,
+                              uint16_t *bpack) {
+    for (int p = p0; p < p1; p++) {
+        const int k = 2 * p;
+        const float *r0 = k < K ? b->p + (size_t)k * b->ld : NULL, *r1 = k + 1 < K ? b->p + (size_t)(k + 1) * b->ld : NULL;
+        for (int q = 0; q < npan; q++) {
+            const int n = n0 + 16 * q;
+            const __mmask16 m = mask16(N - n);
+            __m512 a0 = r0 ? _mm512_maskz_loadu_ps(m, r0 + n) : _mm512_setzero_ps();
+            __m512 a1 = r1 ? _mm512_maskz_loadu_ps(m, r1 + n) : _mm512_setzero_ps();
+            __m512i lo = _mm512_cvtepu16_epi32(f32_to_bf16_16(a0)), hi = _mm512_cvtepu16_epi32(f32_to_bf16_16(a1));
+            _mm512_storeu_si512((uint32_t *)(bpack + (size_t)q * Kp * 16) + (size_t)p * 16, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+    }
+}
+
 void dsv3_bg_pack_b_avx512(const dsv3_bg_fsrc *b, const dsv3_mat *w, int N, int K, int Kp, int n0,
                            uint16_t *panel, float *tmp) {
     int nn = N - n0 < 16 ? N - n0 : 16; // valid columns
