@@ -12,6 +12,7 @@
 // buffers are added into dk/dv in thread order, so results are deterministic for a given thread
 // count. Called inside a parallel region everything runs on the calling thread.
 #include "kernels/cpu/attention_cpu.h"
+#include "kernels/cpu/ops_train_cpu.h"
 #include "kernels/cpu/matmul.h"
 #include "core/error.h"
 #include <math.h>
@@ -70,6 +71,7 @@ static int use_threads(double work) { return !omp_in_parallel() && omp_get_max_t
 void dsv3_attn_fwd_cpu(const dsv3_attn_args *a) {
     dsv3_attn_dots_fn dots = pick_dots();
     dsv3_attn_acc_fn acc = pick_acc();
+    const int vexp = dsv3_matmul_get_isa() >= DSV3_ISA_AVX2; // vector exp in the softmax
     int T = a->T, H = a->H, nqb = (T + BQ - 1) / BQ;
     double work = (double)H * T * T * (a->dqk + a->dv);
 #pragma omp parallel if (use_threads(work))
@@ -96,7 +98,8 @@ void dsv3_attn_fwd_cpu(const dsv3_attn_args *a) {
                         for (int j = 0; j < lim; j++) if (s[j] > mx) mx = s[j];
                         if (lim <= 0 || mx == -INFINITY) { for (int j = 0; j < nk; j++) s[j] = 0.0f; continue; }
                         float corr = expf(m[i] - mx), sum = 0.0f;
-                        for (int j = 0; j < lim; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
+                        if (vexp) sum = dsv3_exp_sub_sum_avx2(s, lim, mx);
+                        else for (int j = 0; j < lim; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
                         for (int j = lim; j < nk; j++) s[j] = 0.0f;
                         l[i] = l[i] * corr + sum;
                         m[i] = mx;
@@ -120,6 +123,7 @@ void dsv3_attn_fwd_cpu(const dsv3_attn_args *a) {
 static void bwd_head(const dsv3_attn_args *a, int h, const float *dout, float *dq, float *dkh, long ldk, float *dvh,
                      long ldv, float *dqacc, dsv3_attn_dots_fn dots, dsv3_attn_acc_fn acc) {
     int T = a->T;
+    const int vexp = dsv3_matmul_get_isa() >= DSV3_ISA_AVX2; // vector exp in the softmax
     float P[BQ * BK], dS[BQ * BK], D[BQ];
     for (int q0 = 0; q0 < T; q0 += BQ) {
         int nq = T - q0 < BQ ? T - q0 : BQ;
@@ -143,8 +147,11 @@ static void bwd_head(const dsv3_attn_args *a, int h, const float *dout, float *d
                 int lim = q0 + i - k0 + 1;
                 if (lim > nk) lim = nk;
                 float *p = P + i * BK, *ds = dS + i * BK;
+                int l0 = lim < 0 ? 0 : lim > nk ? nk : lim;
+                if (vexp) dsv3_exp_sub_avx2(p, p, l0, lse[i]);
+                else for (int j = 0; j < l0; j++) p[j] = expf(p[j] - lse[i]);
                 for (int j = 0; j < nk; j++) {
-                    float pj = j < lim ? expf(p[j] - lse[i]) : 0.0f;
+                    float pj = j < l0 ? p[j] : 0.0f;
                     p[j] = pj;
                     ds[j] = pj * (ds[j] - D[i]);
                 }

@@ -131,3 +131,26 @@ double dsv3_dot3_avx2(const float *w, const float *dy, const float *x, int n) {
     for (; i < n; i++) r += (double)(w ? w[i] : 1.0f) * dy[i] * x[i];
     return r;
 }
+
+float dsv3_exp_sub_sum_avx2(float *s, int n, float m) {
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+        _mm256_storeu_ps(s + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float t[8];
+    _mm256_storeu_ps(t, acc);
+    float sum = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+    for (; j < n; j++) { s[j] = expf(s[j] - m); sum += s[j]; }
+    return sum;
+}
+
+void dsv3_exp_sub_avx2(float *d, const float *s, int n, float m) {
+    const __m256 vm = _mm256_set1_ps(m);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(d + j, exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm)));
+    for (; j < n; j++) d[j] = expf(s[j] - m);
+}

@@ -20,3 +20,7 @@ double dsv3_row_sumexp_avx2(const float *x, int n, float m);
 int dsv3_row_softmax_scaled_avx2(float *d, const float *x, int n, float lse, float scale);
 double dsv3_sumsq_avx2(const float *x, int n);
 double dsv3_dot3_avx2(const float *w, const float *dy, const float *x, int n);
+// Attention softmax pieces (attention_cpu.c): s[j] = e^(s[j] − m) for j < n, returning Σ s[j]; and
+// d[j] = e^(s[j] − m). The vector exp of ops_train_avx2.c (≤ 2 ulp), expf for the tail.
+float dsv3_exp_sub_sum_avx2(float *s, int n, float m);
+void dsv3_exp_sub_avx2(float *d, const float *s, int n, float m);
