@@ -59,6 +59,7 @@ bench:
 	bash bench/tokenizer_bench.sh
 	bash bench/fp8_study.sh
 	bash bench/train_bench.sh
+	bash bench/kernels_bench.sh
 
 # The training-step bench binary (bench/train_bench.sh builds it into its own BUILD dir).
 $(BUILD)/bench/train_bench: bench/train_bench.c $(BUILD)/libdsv3.a
