@@ -130,10 +130,18 @@ void dsv3_bg_pack_b_avx512(const dsv3_bg_fsrc *b, const dsv3_mat *w, int N, int 
         long ld;
         if (b) { rows = b->p + (size_t)n0 * b->ld + k0; ld = b->ld; }
         else {
-            if (kn > 0) dsv3_mat_block_f32_avx2(w, n0, nn, k0, kn, tmp, 32);
+            if (kn > 0 && w->dtype != DSV3_BF16) dsv3_mat_block_f32_avx2(w, n0, nn, k0, kn, tmp, 32);
             rows = tmp; ld = 32;
         }
         __m512i r[16];
+        if (!b && w->dtype == DSV3_BF16) { // BF16 weights: 32 stored values of a row are already its 16 pair-dwords
+            const __mmask32 km = kn >= 32 ? 0xFFFFFFFFu : kn <= 0 ? 0 : (__mmask32)((1u << kn) - 1u);
+            const uint16_t *wr = (const uint16_t *)w->data + (size_t)n0 * w->cols + k0;
+            for (int i = 0; i < 16; i++) r[i] = i < nn ? _mm512_maskz_loadu_epi16(km, wr + (size_t)i * w->cols) : _mm512_setzero_si512();
+            transpose16(r);
+            for (int j = 0; j < 16; j++) _mm512_storeu_si512(out + (size_t)(k0 / 2 + j) * 16, r[j]);
+            continue;
+        }
         for (int i = 0; i < 16; i++) r[i] = i < nn && kn > 0 ? pairs32(rows + (size_t)i * ld, kn) : _mm512_setzero_si512();
         transpose16(r);
         for (int j = 0; j < 16; j++) _mm512_storeu_si512(out + (size_t)(k0 / 2 + j) * 16, r[j]);
