@@ -5,7 +5,8 @@
 # config's forward+backward step for dsv3 (bench/train_bench, fp32 and bf16) against PyTorch
 # (bench/train_bench.py, fp32 and bf16 autocast). Writes the `kernels` section of docs/PERF.md.
 #   usage: bench/kernels_bench.sh   env: THREADS (2), MS ("256 1024 4096"), SHAPES, GV (NxK lists), STEP_PRECISIONS
-#          ("fp32 bf16"; empty: no step), NO_WRITE=1 (print only)
+#          ("fp32 bf16"; empty: no step), STEP_CFGS ("tiny:8:256:3 small:2:256:1": config:B:T:steps),
+#          NO_WRITE=1 (print only)
 # Every engine runs one process at a time, with OMP_WAIT_POLICY=passive, the same thread count, and the
 # same timing rule (one warm-up call, then calls until 0.5 s, median); the limits are measured in the same
 # run, before the GEMMs and again after them, and the best of the two is the denominator.
@@ -65,10 +66,18 @@ for s in $GV; do
 done
 log "limits (after)"
 limits after
-log "training step, tiny (8 x 256)"
-for p in ${STEP_PRECISIONS-fp32 bf16}; do
-  TRAIN_BENCH_PRECISION=$p ./build/bench/train_bench configs/tiny.json 8 256 3 naive | tag "{\"kind\":\"step\",\"impl\":\"dsv3\",\"prec\":\"$p\"}" >>"$R"
-  python3 bench/train_bench.py time configs/tiny.json 8 256 2 "$TH" $p 2>/dev/null | tag "{\"kind\":\"step\",\"impl\":\"torch\",\"prec\":\"$p\"}" >>"$R"
+# Training step: forward + backward, and forward + loss alone, per config (name:B:T:timed steps).
+for spec in ${STEP_CFGS:-tiny:8:256:3 small:2:256:1}; do
+  IFS=: read -r name B T steps <<<"$spec"
+  for p in ${STEP_PRECISIONS-fp32 bf16}; do
+    log "training step, $name ($B x $T), $p"
+    TRAIN_BENCH_PRECISION=$p ./build/bench/train_bench configs/$name.json "$B" "$T" "$steps" naive,fwd |
+      tag "{\"kind\":\"step\",\"impl\":\"dsv3\",\"prec\":\"$p\",\"cfg\":\"$name\"}" >>"$R"
+    python3 bench/train_bench.py time configs/$name.json "$B" "$T" "$steps" "$TH" $p 2>/dev/null |
+      tag "{\"kind\":\"step\",\"impl\":\"torch\",\"prec\":\"$p\",\"cfg\":\"$name\"}" >>"$R"
+    TRAIN_BENCH_FWD_ONLY=1 python3 bench/train_bench.py time configs/$name.json "$B" "$T" "$steps" "$TH" $p 2>/dev/null |
+      tag "{\"kind\":\"step\",\"impl\":\"torch\",\"prec\":\"$p\",\"cfg\":\"$name\"}" >>"$R"
+  done
 done
 log "report"
 python3 bench/kernels_report.py "$R" "$(date -u +%Y-%m-%d)" "$TH" >"$OUT/section.md"

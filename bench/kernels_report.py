@@ -95,18 +95,22 @@ for (N, K) in gshapes:
     w(f"| {N} x {K} | {b['gbps']:.1f} | {p(b)} | {e['gbps']:.1f} | {p(e)} | {e['weights_per_s'] / b['weights_per_s']:.2f}x | "
       f"{f['gbps']:.1f} | {p(f)} | {tb['gbps'] if tb else '–'} | {tf['gbps'] if tf else '–'} | {b['path']} |")
 w("")
-st = {(r["impl"], r["prec"]): r for r in rows if r["kind"] == "step"}
+st = {(r["impl"], r["prec"], r.get("cfg", "tiny"), int(r.get("fwd_only", 0))): r for r in rows if r["kind"] == "step"}
 if st:
-    w("**Training step** (configs/tiny.json, 8 x 256 tokens, forward + backward, no optimizer; dsv3 `bench/train_bench` "
-      "with the fp32 backend or the bf16 one of `--precision bf16`, torch `bench/train_bench.py` fp32 or bf16 autocast; "
-      "best step by critical-path CPU time, wall in brackets):")
+    w("**Training step** (B x T tokens; forward + backward without the optimizer, and forward + loss alone; dsv3 "
+      "`bench/train_bench` with the fp32 backend or the bf16 one of `--precision bf16`, torch `bench/train_bench.py` "
+      "(HF DeepseekV3ForCausalLM + MTP, eager) fp32 or bf16 autocast; best step by critical-path CPU time, wall in "
+      "brackets):")
     w("")
-    w("| precision | dsv3 s / step | torch s / step | dsv3 / torch |")
-    w("|---|---|---|---|")
-    for p in ("fp32", "bf16"):
-        d, t = st.get(("dsv3", p)), st.get(("torch", p))
-        if d and t:
-            w(f"| {p} | {d['step_s_cpu_best']:.3f} ({d['step_s_wall_best']:.3f}) | {t['step_s_cpu_best']:.3f} "
-              f"({t['step_s_wall_best']:.3f}) | {t['step_s_cpu_best'] / d['step_s_cpu_best']:.2f}x |")
+    w("| config | B x T | precision | pass | dsv3 s / step | torch s / step | dsv3 / torch |")
+    w("|---|---|---|---|---|---|---|")
+    for cfg in ("tiny", "small"):
+        for p in ("fp32", "bf16"):
+            for fo in (0, 1):
+                d, t = st.get(("dsv3", p, cfg, fo)), st.get(("torch", p, cfg, fo))
+                if d and t:
+                    w(f"| {cfg} | {d['B']} x {d['T']} | {p} | {'forward' if fo else 'forward + backward'} | "
+                      f"{d['step_s_cpu_best']:.3f} ({d['step_s_wall_best']:.3f}) | {t['step_s_cpu_best']:.3f} "
+                      f"({t['step_s_wall_best']:.3f}) | {t['step_s_cpu_best'] / d['step_s_cpu_best']:.2f}x |")
     w("")
 print("\n".join(out))

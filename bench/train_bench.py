@@ -9,7 +9,8 @@
         bench/train_bench.c (N(0, 0.006²) matrices, norm gains 1, biases and correction biases 0; torch's own
         RNG, so same distribution, not the same values), or the weights of DIR (bench/train_bench --export).
         The same B rows of T+1 ids as bench/train_bench.c (splitmix64, seed 42). One warm-up step, then STEPS
-        timed steps of zero_grad (set_to_none) + forward + loss + backward; fp32, or bf16 autocast
+        timed steps of zero_grad (set_to_none) + forward + loss + backward (TRAIN_BENCH_FWD_ONLY=1: forward + loss
+        only, under torch.no_grad); fp32, or bf16 autocast
         (torch.autocast("cpu", dtype=torch.bfloat16): fp32 master weights, bf16 matmuls). Prints one JSON line.
     train_bench.py loss DIR B T
         Loss (and its parts) at step 0 of the model in DIR on the same rows, in fp32 and float64 (the
@@ -18,6 +19,7 @@
 Timing as bench/matmul_torch.py: wall time and critical-path CPU time (the largest per-thread CPU time of
 the process over the step, from the per-thread clocks of every task in /proc/self/task).
 """
+import contextlib
 import json
 import os
 import sys
@@ -135,15 +137,19 @@ def timeit(config_path, B, T, steps, threads, prec, model_dir):
     case = case_of(mtps)
     params = [p for m in [model] + mtps for p in m.parameters()]
 
+    fwd_only = os.environ.get("TRAIN_BENCH_FWD_ONLY") == "1"  # forward + loss only, under no_grad
+
     def step():
         for p in params:
             p.grad = None
-        if prec == "bf16":
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad() if fwd_only else contextlib.nullcontext():
+            if prec == "bf16":
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss, parts, _ = mgf.forward_loss(model, mtps, ids, case)
+            else:
                 loss, parts, _ = mgf.forward_loss(model, mtps, ids, case)
-        else:
-            loss, parts, _ = mgf.forward_loss(model, mtps, ids, case)
-        loss.backward()
+        if not fwd_only:
+            loss.backward()
         return loss.item(), parts
 
     loss0, parts0 = step()  # warm-up
@@ -159,7 +165,7 @@ def timeit(config_path, B, T, steps, threads, prec, model_dir):
         m.embed_tokens.weight.numel() + m.shared_head.head.weight.numel() for m in mtps)
     print(json.dumps({
         "impl": "torch", "prec": prec, "config": os.path.splitext(os.path.basename(config_path))[0], "B": B, "T": T,
-        "threads": torch.get_num_threads(), "steps": steps, "loss0": round(loss0, 7),
+        "threads": torch.get_num_threads(), "steps": steps, "fwd_only": int(fwd_only), "loss0": round(loss0, 7),
         "main0": round(float(parts0["main"]), 7), "mtp0": round(float(parts0["mtp"]), 7),
         "balance0": float(parts0["balance"]), "loss_last": round(loss, 7), "params": n_params,
         "step_s_cpu_best": round(cpu[0], 4), "step_s_cpu_median": round(cpu[steps // 2], 4),

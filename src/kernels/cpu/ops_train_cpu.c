@@ -127,7 +127,7 @@ void dsv3_rope_cpu(float *x, int rows, long ld, int heads, long hstride, int off
 }
 
 double dsv3_xent_cpu(const float *logits, const int32_t *target, int rows, int V, float scale, float *dlogits) {
-    int v = simd();
+    int v = simd(), v512 = v && dsv3_matmul_get_isa() >= DSV3_ISA_AVX512;
     int nt = par((double)rows * V) ? omp_get_max_threads() : 1;
     double part[256] = {0};
     if (nt > 256) nt = 256;
@@ -144,17 +144,19 @@ double dsv3_xent_cpu(const float *logits, const int32_t *target, int rows, int V
                 continue;
             }
             float mx = -INFINITY;
-            if (v) mx = dsv3_row_max_avx2(l, V);
+            if (v512) mx = dsv3_row_max_avx512(l, V);
+            else if (v) mx = dsv3_row_max_avx2(l, V);
             else for (int i = 0; i < V; i++) if (l[i] > mx) mx = l[i];
             double se = 0.0;
-            if (v) se = dsv3_row_sumexp_avx2(l, V, mx);
+            if (v512) se = dsv3_row_sumexp_avx512(l, V, mx);
+            else if (v) se = dsv3_row_sumexp_avx2(l, V, mx);
             else for (int i = 0; i < V; i++) se += expf(l[i] - mx);
             double lse = (double)mx + log(se);
             float lt = l[tg];
             sum += lse - (double)lt;
             if (d) {
                 float lf = (float)lse;
-                int i = v ? dsv3_row_softmax_scaled_avx2(d, l, V, lf, scale) : 0;
+                int i = v512 ? dsv3_row_softmax_scaled_avx512(d, l, V, lf, scale) : v ? dsv3_row_softmax_scaled_avx2(d, l, V, lf, scale) : 0;
                 for (; i < V; i++) d[i] = scale * expf(l[i] - lf);
                 d[tg] -= scale;
             }

@@ -24,3 +24,7 @@ double dsv3_dot3_avx2(const float *w, const float *dy, const float *x, int n);
 // d[j] = e^(s[j] − m). The vector exp of ops_train_avx2.c (≤ 2 ulp), expf for the tail.
 float dsv3_exp_sub_sum_avx2(float *s, int n, float m);
 void dsv3_exp_sub_avx2(float *d, const float *s, int n, float m);
+// AVX-512 twins of the cross-entropy loops (ops_train_avx512.c; the avx512 level and above).
+float dsv3_row_max_avx512(const float *x, int n);
+double dsv3_row_sumexp_avx512(const float *x, int n, float m);
+int dsv3_row_softmax_scaled_avx512(float *d, const float *x, int n, float lse, float scale);
