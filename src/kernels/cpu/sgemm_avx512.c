@@ -14,6 +14,12 @@ void dsv3_sg_ukernel_avx512(int kc, const float *a, const float *b, float *c, lo
     __m512 acc[MR][2];
 #pragma GCC unroll 12
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    // The C tile is read after the loop (from L3 once C outgrows L2): start fetching it now
+    // (measured +2-5 % in 3 of 4 interleaved pairs at 1024x2048x2048 and 512x129280x1024: near the noise).
+    for (int i = 0; i < mr; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+    }
 #pragma GCC unroll 2
     for (int k = 0; k < kc; k++) {
         __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
