@@ -3,9 +3,11 @@
 //     forward written here (so the reference itself is checked against calculus, not just against
 //     another implementation);
 //  2. every op of the fast CPU backend against the scalar reference backend, on many shapes
-//     including edge sizes, on every instruction-set path this machine can run (AVX2 and scalar;
-//     a path it cannot run is printed as SKIP), threaded and from inside a parallel region, with
-//     canary floats around every output buffer checked after each call.
+//     including edge sizes, on every instruction-set path this machine can run (amx, avx512, avx2,
+//     scalar; a path it cannot run is printed as SKIP with its name), threaded and from inside a
+//     parallel region, with canary floats around every output buffer checked after each call; the
+//     BF16 GEMM at its hardware levels against its own reference;
+//  3. dsv3_matmul (GEMV and GEMM for every weight dtype) at every level against dsv3_matmul_ref.
 //
 // Error bounds. u = 2^-24 is the fp32 unit roundoff. A length-n fp32 sum in any order has error
 // ≤ (n−1)·u·Σ|terms| (Higham, Accuracy and Stability, §3.1), so two implementations that differ
@@ -21,6 +23,9 @@
 #include "core/error.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/ops.h"
+#include "numerics/bf16.h"
+#include "numerics/fp8.h"
+#include <math.h>
 #include <float.h>
 #include <omp.h>
 #include <stdint.h>
@@ -770,6 +775,94 @@ static void bgemm_paths(const dsv3_backend *ref) {
     dsv3_matmul_set_isa(restore);
 }
 
+// ---- 3. dsv3_matmul, the model's Linear, at every level ---------------------------------------------
+// y = x·Wᵀ for W in F32, BF16, F16 and F8_E4M3 (128x128 and odd block scales) against dsv3_matmul_ref,
+// M on both sides of the GEMV/GEMM switch (the AVX-512 GEMV's 8-row and 4 x 4 tiles, its 64-column
+// main loop and masked tails; the packed SGEMM/GEMM above), elementwise bound (2K + 4)·u·Σ|x||w| (a
+// K-long fp32 dot product in another order), canaries around y. With bf16 activations (avx512 and
+// amx, BF16 weights, M > 24) against dsv3_bgemm_ref on the same operands: bf16 products are exact in
+// fp32, so the same bound holds. test_matmul has the long sweep; this is the per-level census.
+static void matmul_case(const char *lv, dsv3_dtype dt, int N, int K, int br, int bc, int M, int act_bf16) {
+    float *wf = malloc(sizeof(float) * (size_t)N * K), *x = malloc(sizeof(float) * (size_t)M * K);
+    fill(x, (size_t)M * K, 1.0);
+    void *data = NULL;
+    float *scale = NULL;
+    if (dt == DSV3_F32) { data = wf; fill(wf, (size_t)N * K, 1.0); }
+    else if (dt == DSV3_BF16 || dt == DSV3_F16) {
+        uint16_t *h = malloc(2 * (size_t)N * K);
+        for (size_t i = 0; i < (size_t)N * K; i++) {
+            if (dt == DSV3_BF16) h[i] = dsv3_f32_to_bf16((float)rnd());
+            else h[i] = (uint16_t)(((g_rng >> 3) & 0x8000) | ((10 + (rnd() > 0 ? 5 : 3)) << 10) | ((uint64_t)((rnd() + 1) * 511) & 0x3ff));
+            wf[i] = dt == DSV3_BF16 ? dsv3_bf16_to_f32(h[i]) : dsv3_f16_to_f32(h[i]);
+        }
+        data = h;
+    } else {
+        uint8_t *q = malloc((size_t)N * K);
+        int nbr = (N + br - 1) / br, nbc = (K + bc - 1) / bc;
+        scale = malloc(sizeof(float) * (size_t)nbr * nbc);
+        for (int i = 0; i < nbr * nbc; i++) scale[i] = (float)(0.5 + 0.5 * (rnd() + 1.0)) / 448.0f;
+        for (size_t i = 0; i < (size_t)N * K; i++) {
+            uint8_t c = (uint8_t)(g_rng >> 17);
+            g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+            if ((c & 0x7f) == 0x7f) c = 0x3f; // no NaN codes here (test_matmul checks them)
+            q[i] = c;
+            int r = (int)(i / K), k = (int)(i % K);
+            wf[i] = dsv3_e4m3_to_f32(c) * scale[(size_t)(r / br) * nbc + k / bc];
+        }
+        data = q;
+    }
+    dsv3_mat w = {dt, data, scale, N, K, br, bc};
+    gbuf y = gb_new((size_t)M * N);
+    float *yr = malloc(sizeof(float) * (size_t)M * N), *bound = malloc(sizeof(float) * (size_t)M * N);
+    float *ax = malloc(sizeof(float) * (size_t)M * K), *aw = malloc(sizeof(float) * (size_t)N * K);
+    for (size_t i = 0; i < (size_t)M * K; i++) ax[i] = fabsf(act_bf16 ? dsv3_bf16_to_f32(dsv3_f32_to_bf16(x[i])) : x[i]);
+    for (size_t i = 0; i < (size_t)N * K; i++) aw[i] = fabsf(wf[i]);
+    dsv3_matmul_set_act_bf16(act_bf16);
+    int uses = dsv3_matmul_uses_bf16_gemm(&w, M);
+    dsv3_matmul(y.p, x, &w, M);
+    dsv3_matmul_set_act_bf16(0);
+    if (act_bf16) dsv3_bgemm_ref(0, 1, M, N, K, 1.0f, x, K, wf, K, 0.0f, yr, N);
+    else dsv3_matmul_ref(yr, x, &w, M);
+    for (int m = 0; m < M; m++) // Σ|x||w| (x bf16-rounded under bf16 activations), in double
+        for (int n = 0; n < N; n++) {
+            double sacc = 0.0;
+            for (int k = 0; k < K; k++) sacc += (double)ax[(size_t)m * K + k] * aw[(size_t)n * K + k];
+            bound[(size_t)m * N + n] = (float)sacc;
+        }
+    int bad = 0;
+    for (size_t i = 0; i < (size_t)M * N; i++)
+        if (!(fabs((double)y.p[i] - yr[i]) <= (2.0 * K + 4.0) * U * bound[i] + 1e-30)) bad++;
+    CHECK(!bad && (!act_bf16 || uses), "%s matmul %s %dx%d (blocks %dx%d) M=%d act=%s path %s: %d outputs out of bound",
+          lv, dsv3_dtype_name(dt), N, K, br, bc, M, act_bf16 ? "bf16" : "f32", dsv3_matmul_path(&w, M), bad);
+    CHECK_GUARD(y, "matmul y");
+    free(wf); free(x); if (data != wf) free(data); free(scale); free(yr); free(bound); free(ax); free(aw); gb_free(&y);
+}
+
+static void matmul_paths(void) {
+    static const dsv3_isa levels[] = {DSV3_ISA_AMX, DSV3_ISA_AVX512, DSV3_ISA_AVX2, DSV3_ISA_SCALAR};
+    static const dsv3_dtype types[] = {DSV3_F32, DSV3_BF16, DSV3_F16, DSV3_F8_E4M3};
+    static const int shapes[][4] = {{37, 200, 128, 128}, {130, 576, 128, 128}, {17, 130, 7, 24}}; // N, K, block
+    static const int Ms[] = {1, 3, 4, 7, 16, 24, 25, 70};
+    dsv3_isa restore = dsv3_matmul_get_isa();
+    for (int l = 0; l < 4; l++) {
+        if (dsv3_matmul_set_isa(levels[l]) != 0) {
+            printf("SKIP backend_ops: matmul at %s (%s)\n", dsv3_isa_name(levels[l]), dsv3_error());
+            continue;
+        }
+        const char *lv = dsv3_isa_name(levels[l]);
+        for (int t = 0; t < 4; t++)
+            for (int s = 0; s < 3; s++) {
+                if (s == 2 && types[t] != DSV3_F8_E4M3) continue; // odd blocks matter only for F8
+                for (int mi = 0; mi < 8; mi++) matmul_case(lv, types[t], shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], Ms[mi], 0);
+            }
+        if (levels[l] >= DSV3_ISA_AVX512) {
+            matmul_case(lv, DSV3_BF16, 37, 200, 128, 128, 25, 1);
+            matmul_case(lv, DSV3_BF16, 130, 576, 128, 128, 70, 1);
+        }
+    }
+    dsv3_matmul_set_isa(restore);
+}
+
 int main(void) {
     const dsv3_backend *ref = dsv3_backend_ref(), *cpu = dsv3_backend_cpu();
     CHECK(ref && ref->name && !strcmp(ref->name, "ref"), "reference backend present");
@@ -785,5 +878,6 @@ int main(void) {
     } else printf("SKIP backend_ops: fast cpu backend (dsv3_backend_cpu() returns the reference)\n");
     cmp_all(ref, cpu);
     bgemm_paths(ref);
+    matmul_paths();
     return test_report("backend_ops");
 }
