@@ -10,6 +10,7 @@
 #include "kernels/cpu/bgemm.h"
 #include "kernels/cpu/matmul_kernels.h"
 #include "numerics/bf16.h"
+#include "kernels/cpu/transpose_avx512.h"
 #include <immintrin.h>
 #include <string.h>
 
@@ -30,32 +31,6 @@ AI __m512i pairs32(const float *p, int n) {
     return _mm512_inserti64x4(_mm512_castsi256_si512(f32_to_bf16_16(lo)), f32_to_bf16_16(hi), 1);
 }
 
-// 16 x 16 transpose of dwords: r[i] lane j -> r[j] lane i.
-AI void transpose16(__m512i r[16]) {
-    __m512i t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    // r[4q + s] now holds, in 128-bit lane L, elements (rows 4q..4q+3) x column 4L + s' with
-    // s' = (0, 1, 2, 3) for s = (0, 1, 2, 3): combine lanes across the four groups q.
-    for (int s = 0; s < 4; s++) {
-        __m512i a0 = _mm512_shuffle_i32x4(r[s], r[4 + s], 0x88), a1 = _mm512_shuffle_i32x4(r[s], r[4 + s], 0xdd);
-        __m512i b0 = _mm512_shuffle_i32x4(r[8 + s], r[12 + s], 0x88), b1 = _mm512_shuffle_i32x4(r[8 + s], r[12 + s], 0xdd);
-        t[s] = _mm512_shuffle_i32x4(a0, b0, 0x88);      // column s
-        t[8 + s] = _mm512_shuffle_i32x4(a0, b0, 0xdd);  // column 8 + s
-        t[4 + s] = _mm512_shuffle_i32x4(a1, b1, 0x88);  // column 4 + s
-        t[12 + s] = _mm512_shuffle_i32x4(a1, b1, 0xdd); // column 12 + s
-    }
-    for (int i = 0; i < 16; i++) r[i] = t[i];
-}
-
 // op(A) rows [m0, m1) from A stored (K, M): 16 x 16 blocks of A (16 K rows x 16 M columns) are
 // transposed so that each register holds 16 K values of one output row.
 static void pack_a_t(const dsv3_bg_fsrc *a, int M, int K, int m0, int m1, int Kp, uint16_t *apack) {
@@ -68,7 +43,7 @@ static void pack_a_t(const dsv3_bg_fsrc *a, int M, int K, int m0, int m1, int Kp
             for (int i = 0; i < 16; i++)
                 r[i] = i < kn ? _mm512_castps_si512(_mm512_maskz_loadu_ps(mm, a->p + (size_t)(kb + i) * a->ld + mb))
                               : _mm512_setzero_si512();
-            transpose16(r);
+            dsv3_transpose16_epi32(r);
             __mmask16 km = mask16(kn);
             for (int j = 0; j < mn; j++)
                 _mm256_mask_storeu_epi16(apack + (size_t)(mb + j) * Kp + kb, km, f32_to_bf16_16(_mm512_castsi512_ps(r[j])));
@@ -138,12 +113,12 @@ void dsv3_bg_pack_b_avx512(const dsv3_bg_fsrc *b, const dsv3_mat *w, int N, int 
             const __mmask32 km = kn >= 32 ? 0xFFFFFFFFu : kn <= 0 ? 0 : (__mmask32)((1u << kn) - 1u);
             const uint16_t *wr = (const uint16_t *)w->data + (size_t)n0 * w->cols + k0;
             for (int i = 0; i < 16; i++) r[i] = i < nn ? _mm512_maskz_loadu_epi16(km, wr + (size_t)i * w->cols) : _mm512_setzero_si512();
-            transpose16(r);
+            dsv3_transpose16_epi32(r);
             for (int j = 0; j < 16; j++) _mm512_storeu_si512(out + (size_t)(k0 / 2 + j) * 16, r[j]);
             continue;
         }
         for (int i = 0; i < 16; i++) r[i] = i < nn && kn > 0 ? pairs32(rows + (size_t)i * ld, kn) : _mm512_setzero_si512();
-        transpose16(r);
+        dsv3_transpose16_epi32(r);
         for (int j = 0; j < 16; j++) _mm512_storeu_si512(out + (size_t)(k0 / 2 + j) * 16, r[j]);
     }
 }

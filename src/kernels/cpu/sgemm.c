@@ -88,7 +88,7 @@ static void pack_a(int transA, const float *A, int lda, int i0, int mc, int p0, 
 }
 
 // One NR panel of op(B)[p0 .. p0+kc, j0 .. j0+nr] -> [kc][NR], columns past nr zero.
-// NR: a multiple of 8. w != NULL (simd only): op(B)[k, n] = W[n, k] of a weight of any dsv3_mat dtype,
+// NR: a multiple of 8. simd: 0 scalar, 1 AVX2, 2 AVX-512. w != NULL (simd only): op(B)[k, n] = W[n, k] of a weight of any dsv3_mat dtype,
 // dequantized to fp32 (dsv3_mat_block_f32_avx2) 8 rows at a time into tmp (8 x KC), then transposed.
 static void pack_b_panel(int transB, const float *B, int ldb, const dsv3_mat *w, int p0, int kc, int j0, int nr,
                          float *out, int simd, int NR, float *tmp) {
@@ -108,6 +108,11 @@ static void pack_b_panel(int transB, const float *B, int ldb, const dsv3_mat *w,
             int j = 0;
             for (; j < nr; j++) d[j] = src[j];
             for (; j < NR; j++) d[j] = 0.0f;
+        }
+    } else if (simd == 2 && NR % 16 == 0) { // B stored (N, K): 16 x 16 transposes of 16-row groups
+        for (int g = 0; g < NR; g += 16) {
+            int rows = nr - g < 0 ? 0 : nr - g > 16 ? 16 : nr - g;
+            dsv3_sg_pack_t16_avx512(B + (size_t)(j0 + g) * ldb + p0, ldb, rows, kc, out + g, NR);
         }
     } else if (simd) { // B stored (N, K): 8 x 8 transposes of 8-row groups
         for (int g = 0; g < NR; g += 8) {
@@ -136,7 +141,7 @@ static void sgemm(int transA, int transB, int M, int N, int K, float alpha, cons
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) { scale_c(M, N, beta, C, ldc); return; }
     dsv3_isa isa = dsv3_matmul_get_isa();
-    int simd = isa >= DSV3_ISA_AVX2;
+    int simd = isa >= DSV3_ISA_AVX512 ? 2 : isa >= DSV3_ISA_AVX2; // 2: the AVX-512 transposing B pack
     // Micro-tile per level: 12 x 32 on AVX-512 (24 zmm accumulators), 6 x 16 on AVX2 and scalar.
     const int MR = isa >= DSV3_ISA_AVX512 ? DSV3_SG_MR_512 : DSV3_SG_MR, NR = isa >= DSV3_ISA_AVX512 ? DSV3_SG_NR_512 : DSV3_SG_NR;
     dsv3_sg_ukernel uk = isa >= DSV3_ISA_AVX512 ? dsv3_sg_ukernel_avx512 : simd ? dsv3_sg_ukernel_avx2 : ukernel_c;

@@ -27,5 +27,7 @@ void dsv3_sg_ukernel_avx2(int kc, const float *a, const float *b, float *c, long
                           int mr, int nr);
 void dsv3_sg_ukernel_avx512(int kc, const float *a, const float *b, float *c, long ldc, float alpha, float beta,
                             int mr, int nr);
+// Transposing pack (AVX-512), 16 lanes: out[k·ostride + r] = src[r·ld + k] for r < rows (≤ 16), zero to 16.
+void dsv3_sg_pack_t16_avx512(const float *src, long ld, int rows, int kc, float *out, int ostride);
 // Transposing pack (AVX2): out[k·ostride + r] = src[r·ld + k] for r < rows (≤ 8), zero up to width.
 void dsv3_sg_pack_t_avx2(const float *src, long ld, int rows, int kc, float *out, int ostride, int width);

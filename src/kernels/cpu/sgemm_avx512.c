@@ -5,6 +5,7 @@
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
 #include "kernels/cpu/sgemm.h"
 #include <immintrin.h>
+#include "kernels/cpu/transpose_avx512.h"
 
 #define MR DSV3_SG_MR_512
 #define NR DSV3_SG_NR_512
@@ -47,4 +48,18 @@ void dsv3_sg_ukernel_avx512(int kc, const float *a, const float *b, float *c, lo
         _mm512_mask_storeu_ps(ci, m0, r0);
         _mm512_mask_storeu_ps(ci + 16, m1, r1);
     }
+}
+
+// Transposing pack (AVX-512): out[k·ostride + r] = src[r·ld + k] for r < rows (≤ 16), zero for
+// rows ≤ r < 16; 16 x 16 register transposes (the B panels of the fwd form, W stored (N, K)).
+void dsv3_sg_pack_t16_avx512(const float *src, long ld, int rows, int kc, float *out, int ostride) {
+    int k = 0;
+    for (; k + 16 <= kc; k += 16) {
+        __m512i r[16];
+        for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_castps_si512(_mm512_loadu_ps(src + i * ld + k)) : _mm512_setzero_si512();
+        dsv3_transpose16_epi32(r);
+        for (int j = 0; j < 16; j++) _mm512_storeu_si512(out + (size_t)(k + j) * ostride, r[j]);
+    }
+    for (; k < kc; k++)
+        for (int i = 0; i < 16; i++) out[(size_t)k * ostride + i] = i < rows ? src[i * ld + k] : 0.0f;
 }
