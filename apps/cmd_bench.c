@@ -4,6 +4,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/bgemm.h"
+#include "kernels/cpu/wpack.h"
 #include "kernels/cpu/peak.h"
 #include "numerics/bf16.h"
 #include "numerics/quant.h"
@@ -16,7 +17,8 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: dsv3 bench gemm --m M --n N --k K --weights f32|bf16|fp8 [--form fwd|dgrad|wgrad] [--act f32|bf16] [--threads T] [--json]\n"
+            "usage: dsv3 bench gemm --m M --n N --k K --weights f32|bf16|fp8 [--form fwd|dgrad|wgrad] [--act f32|bf16]\n"
+            "                       [--pack per-call|cached] [--threads T] [--json]\n"
             "       dsv3 bench gemv --n N --k K --weights f32|bf16|fp8 [--threads T] [--json]\n"
             "       dsv3 bench peak [--threads T] [--json]\n"
             "\n"
@@ -26,6 +28,10 @@ static void usage(FILE *f) {
             "      bf16-input GEMM of bf16 training, inputs rounded to bf16, fp32 accumulation). Prints {\"gflops\", \"seconds\" (median per call), \"path\", ...}.\n"
             "gemv: times y = W·x (M = 1), cycling through enough copies of W that every call reads it from\n"
             "      DRAM (>= 256 MiB in all). Prints {\"gbps\" (bytes of W per second), \"weights_per_s\", \"path\", ...}.\n"
+            "--pack cached: W is a weight region of the packed-weight cache (kernels/cpu/wpack.h), as a loaded\n"
+            "      model's weights are: the BF16 GEMM packs W once and reuses the pack (a trainer's weights are\n"
+            "      cached only when used twice in a step). Default per-call: W packed in every call. The SGEMM\n"
+            "      paths always pack per call. JSON \"pack\" says which ran.\n"
             "fp8 is E4M3 with 128x128 block scales (DeepSeek-V3's weight format). --act bf16 (fwd; default f32,\n"
             "or DSV3_MATMUL_ACT=bf16): bf16/fp8 weights above M = 24 run the BF16 GEMM (AMX or AVX512_BF16, x\n"
             "rounded to bf16) where the CPU has it. DSV3_ISA=avx2|avx512 caps the instruction set\n"
@@ -121,6 +127,7 @@ int cmd_bench(int argc, char **argv) {
     if (!gemm && strcmp(what, "gemv")) return cli_usage_error("bench", "unknown benchmark '%s' (gemm, gemv or peak)", what);
     int M = gemm ? 0 : 1, N = 0, K = 0, threads = 0, json = 0;
     const char *weights = NULL, *form = "fwd";
+    int cached = 0;
     for (int i = 2; i < argc; i++) {
         const char *k = argv[i];
         if (cli_is_help(k)) { usage(stdout); return 0; }
@@ -134,6 +141,11 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(k, "--threads")) bad = parse_pos(v, k, &threads);
         else if (!strcmp(k, "--weights")) weights = v;
         else if (!strcmp(k, "--form") && gemm) form = v;
+        else if (!strcmp(k, "--pack") && gemm) {
+            if (!strcmp(v, "cached")) cached = 1;
+            else if (!strcmp(v, "per-call")) cached = 0;
+            else return cli_usage_error("bench", "--pack: '%s' is not per-call or cached", v);
+        }
         else if (!strcmp(k, "--act") && gemm) {
             if (!strcmp(v, "bf16")) dsv3_matmul_set_act_bf16(1);
             else if (!strcmp(v, "f32")) dsv3_matmul_set_act_bf16(0);
@@ -174,6 +186,9 @@ int cmd_bench(int argc, char **argv) {
     const size_t out_n = wgrad ? (size_t)N * K : dgrad ? (size_t)M * K : (size_t)M * N;
     float *Y = dsv3_calloc(out_n, sizeof(float));
     const dsv3_backend *be = dsv3_backend_cpu();
+    if (cached)
+        for (int c = 0; c < copies; c++) dsv3_wpack_region(W[c].data, wbytes);
+    dsv3_wpack_reset_stats();
 
     double t[4096];
     int reps = 0, c = 0;
@@ -201,15 +216,18 @@ int cmd_bench(int argc, char **argv) {
         path = pathbuf;
     }
     const int nth = omp_get_max_threads();
+    const int pack_hits = dsv3_wpack_get_stats().hits > 0;
+    if (cached)
+        for (int c = 0; c < copies; c++) dsv3_wpack_forget(W[c].data);
     if (gemm) {
         const double gflops = 2.0 * M * N * K / sec / 1e9;
         if (json)
-            printf("{\"gflops\":%.3f,\"seconds\":%.6g,\"path\":\"%s\",\"m\":%d,\"n\":%d,\"k\":%d,\"weights\":\"%s\",\"form\":\"%s\",\"act\":\"%s\",\"threads\":%d,\"reps\":%d,\"isa\":\"%s\"}\n",
+            printf("{\"gflops\":%.3f,\"seconds\":%.6g,\"path\":\"%s\",\"m\":%d,\"n\":%d,\"k\":%d,\"weights\":\"%s\",\"form\":\"%s\",\"act\":\"%s\",\"threads\":%d,\"reps\":%d,\"isa\":\"%s\",\"pack\":\"%s\"}\n",
                    gflops, sec, path, M, N, K, weights, form, bf16_train || dsv3_matmul_uses_bf16_gemm(&W[0].m, M) ? "bf16" : "f32", nth, reps,
-                   dsv3_isa_name(dsv3_matmul_get_isa()));
+                   dsv3_isa_name(dsv3_matmul_get_isa()), pack_hits ? "cached" : "per-call");
         else
-            printf("gemm %s %dx%dx%d %s: %.2f GFLOP/s, %.3f ms per call (median of %d), path %s, %d threads\n", form, M, N, K,
-                   weights, gflops, sec * 1e3, reps, path, nth);
+            printf("gemm %s %dx%dx%d %s: %.2f GFLOP/s, %.3f ms per call (median of %d), path %s, W packed %s, %d threads\n", form,
+                   M, N, K, weights, gflops, sec * 1e3, reps, path, pack_hits ? "once (cached)" : "per call", nth);
     } else {
         const double gbps = (double)wbytes / sec / 1e9, wps = (double)N * K / sec;
         if (json)

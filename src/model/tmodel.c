@@ -1,5 +1,6 @@
 // Training model: fp32 master and gradient arenas laid out by the parameter table (tmodel.h).
 #include "model/tmodel.h"
+#include "kernels/cpu/wpack.h"
 #include "core/error.h"
 #include <math.h>
 #include <omp.h>
@@ -111,6 +112,7 @@ void dsv3_tmodel_zero_grads(dsv3_tmodel *t) { memset(t->grads, 0, sizeof(float) 
 void dsv3_tmodel_free(dsv3_tmodel *t) {
     dsv3_model_free(&t->view);
     dsv3_param_table_free(&t->tab);
+    dsv3_wpack_forget(t->params); // packs of the masters a trainer made (kernels/cpu/wpack.h)
     free(t->params);
     free(t->grads);
     memset(t, 0, sizeof *t);

@@ -3,6 +3,7 @@
 #include "model/train_impl.h"
 #include "core/error.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/wpack.h"
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -401,7 +402,12 @@ int dsv3_train_step(dsv3_train *tr, const int32_t *rows, const dsv3_train_opts *
         }
     memset(out, 0, sizeof *out);
     tr->D_run = D;
-    if (tr->fp8 && !o->same_weights) dsv3_fp8_new_step(tr->fp8); // the weights may have changed since the last step
+    if (!o->same_weights) { // the weights may have changed since the last step
+        if (tr->fp8) dsv3_fp8_new_step(tr->fp8);
+        // A new version of the masters: GEMM packs of them are re-made (kernels/cpu/wpack.h), and
+        // kept while the step (and the micro-batches after it, same_weights) reuse a weight.
+        dsv3_wpack_region(tr->tm->params, sizeof(float) * (size_t)tr->tm->tab.total);
+    }
     const float eps = c->rms_norm_eps;
     const int bwd = !o->no_backward;
 

@@ -2,6 +2,7 @@
 // docs/MODEL.md). Every needed tensor must exist with the exact expected shape and a supported dtype.
 // FP8-ness is keyed on the dtype (F8_E4M3 needs a `<name>_scale_inv` F32 block-scale grid), never on names.
 #include "model/weights.h"
+#include "kernels/cpu/wpack.h"
 #include "model/params.h"
 #include "core/error.h"
 #include "numerics/bf16.h"
@@ -328,12 +329,18 @@ int dsv3_model_load(dsv3_model *m, const char *dir) {
     if (rc < 0) return -1;
     if (dsv3_st_open_dir(&m->st, dir) < 0) { dsv3_model_free(m); return -1; }
     if (model_bind(m, dir) < 0) { dsv3_model_free(m); return -1; }
+    // The mappings are read-only: one version of their weights for the model's life, so GEMM packs
+    // of them (kernels/cpu/wpack.h) are kept until dsv3_model_free.
+    for (int i = 0; i < m->st.nfiles; i++)
+        if (m->st.files[i].data) dsv3_wpack_region(m->st.files[i].data, m->st.files[i].size);
     return 0;
 }
 
 void dsv3_model_free(dsv3_model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
+    for (int i = 0; i < m->st.nfiles; i++)
+        if (m->st.files[i].data) dsv3_wpack_forget(m->st.files[i].data);
     dsv3_st_close(&m->st);
     memset(m, 0, sizeof *m);
 }

@@ -32,6 +32,22 @@ for w in bf16 fp8; do
   j=$("$D" bench gemm --m 64 --n 256 --k 384 --weights $w --json)
   check "gemm $w default act is f32 ($j)" grep -q '"path":"\(gemm-avx2\|sgemm-avx512\|scalar\)".*"act":"f32"' <<<"$j"
 done
+# --pack cached: the BF16 GEMM reads W's pack from the packed-weight cache (levels with that GEMM);
+# per-call (the default) packs it every call; the SGEMM levels always pack per call.
+for f in fwd dgrad; do
+  j=$("$D" bench gemm --m 64 --n 256 --k 384 --weights bf16 --act bf16 --form $f --pack cached --json)
+  if grep -q '"path":"bgemm-\(amx\|avx512bf16\)"' <<<"$j"; then
+    check "gemm bf16 $f --pack cached reads the cached pack ($j)" grep -q '"pack":"cached"' <<<"$j"
+  else
+    check "gemm bf16 $f --pack cached without the BF16 GEMM: per call ($j)" grep -q '"pack":"per-call"' <<<"$j"
+  fi
+  j=$("$D" bench gemm --m 64 --n 256 --k 384 --weights bf16 --act bf16 --form $f --json)
+  check "gemm bf16 $f default: per call ($j)" grep -q '"pack":"per-call"' <<<"$j"
+done
+j=$("$D" bench gemm --m 64 --n 256 --k 384 --weights f32 --pack cached --json)
+check "gemm f32 (SGEMM) --pack cached: per call ($j)" grep -q '"pack":"per-call"' <<<"$j"
+expect_exit 2 "bad --pack" "$D" bench gemm --m 4 --n 64 --k 64 --weights bf16 --pack sometimes
+
 # The kernel each level runs (the levels this CPU has; the others are reported as skipped).
 top=$("$D" bench gemv --n 64 --k 64 --weights f32 --json | sed 's/.*"isa":"\([a-z0-9]*\)".*/\1/')
 rank() { case $1 in scalar) echo 0;; avx2) echo 1;; avx512) echo 2;; amx) echo 3;; *) echo -1;; esac; }

@@ -13,6 +13,7 @@
 #include "kernels/cpu/sgemm.h"
 #include "core/error.h"
 #include "numerics/fp8.h"
+#include "kernels/cpu/wpack.h"
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,10 +90,23 @@ static void pack_b_codes(const dsv3_fp8_gemm_args *q, const uint16_t *lut, int v
     }
 }
 
+// The whole of op(B) packed (panels of 16 columns, [Kp/2][16] dwords each, 2·ceil(N/32) of them),
+// cached by wpack.h when B is a weight: the packs of the blocks below are its slices.
+static void *cached_b(const dsv3_bg_fsrc *b, const dsv3_mat *w, int N, int K, int *build) {
+    *build = 0;
+    if (!b && !w) return NULL;
+    dsv3_wpack_key key = {b ? (const void *)b->p : w->data, b ? 1 + b->trans : 16 + (int)w->dtype, N, K,
+                          b ? b->ld : (long)w->cols};
+    size_t bytes = (size_t)((K + 31) & ~31) * ((N + 31) & ~31) * 2;
+    return dsv3_wpack_get(&key, bytes, build);
+}
+
 // The common driver: A fp32 (a), B fp32 (b) or a weight matrix (w); or FP8 codes with scales (q,
 // lut): then K goes in 128-wide groups, each summed in the scratch and merged with its scales.
 static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_mat *w, const dsv3_fp8_gemm_args *q,
                       const uint16_t *lut, int M, int N, int K, float alpha, float beta, float *C, long ldc) {
+    int build = 0;
+    uint16_t *bfull = q ? NULL : cached_b(b, w, N, K, &build);
     int amx = dsv3_matmul_get_isa() >= DSV3_ISA_AMX;
     int vec = 0; // FP8: vector decode when the table has its sign symmetry (it does for E4M3 -> bf16)
     if (q) {
@@ -106,7 +120,7 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
     int Ks = (Kp / 32) % 2 == 0 ? Kp + 32 : Kp;
     uint16_t *apack = tl_get(&tl_apack, (size_t)Mp * Ks * 2);
     int ncb = N < NC ? (N + 31) & ~31 : NC;
-    uint16_t *bpack = tl_get(&tl_bpack, (size_t)Kp * ncb * 2);
+    uint16_t *bpack = bfull ? NULL : tl_get(&tl_bpack, (size_t)Kp * ncb * 2);
     double flops = 2.0 * M * N * K;
     int nth = omp_in_parallel() || flops < 4.0e6 ? 1 : omp_get_max_threads();
     int n_mb = (M + MC - 1) / MC;
@@ -122,9 +136,24 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
             if (q) pack_a_codes(q, lut, vec, Ks, 32 * g, 32 * g + 32, apack); // rows Ks apart, zero past K
             else dsv3_bg_pack_a_avx512(a, M, K, Ks, 32 * g, 32 * g + 32, apack);
         }
+        if (build) { // the whole of op(B), once (the same panels the blocks would pack)
+            const int nall = 2 * ((N + 31) / 32);
+            if (b && !b->trans) {
+                const int npairs = Kp / 2, nch = (npairs + 63) / 64;
+#pragma omp for schedule(static)
+                for (int ch = 0; ch < nch; ch++)
+                    dsv3_bg_pack_b_kn_avx512(b, N, K, Kp, 0, nall, 64 * ch, 64 * ch + 64 < npairs ? 64 * ch + 64 : npairs, bfull);
+            } else {
+#pragma omp for schedule(static)
+                for (int p = 0; p < nall; p++) dsv3_bg_pack_b_avx512(b, w, N, K, Kp, 16 * p, bfull + (size_t)p * Kp * 16, tmp);
+            }
+        }
         for (int nb0 = 0; nb0 < N; nb0 += NC) {
             int nb = N - nb0 < NC ? N - nb0 : NC, npan = (nb + 15) / 16, nt32 = (nb + 31) / 32;
-            if (!q && b && !b->trans) { // fp32 B stored (K, N): by runs of 64 K pairs over all the block's panels
+            // The block's panels: a slice of the whole pack, or packed now (shared by the threads).
+            const uint16_t *bblk = bfull ? bfull + (size_t)(nb0 / 16) * Kp * 16 : bpack;
+            if (bfull) { /* packed already */
+            } else if (!q && b && !b->trans) { // fp32 B stored (K, N): by runs of 64 K pairs over all the block's panels
                 const int npairs = Kp / 2, nch = (npairs + 63) / 64;
 #pragma omp for schedule(static)
                 for (int ch = 0; ch < nch; ch++)
@@ -146,7 +175,7 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
                 int m0 = mb * MC, rows = M - m0 < MC ? M - m0 : MC, mt = (rows + 31) / 32;
                 int j0 = nt32 * sl / nsl, j1 = nt32 * (sl + 1) / nsl, nt = j1 - j0;
                 if (nt == 0) continue;
-                const uint16_t *bp = bpack + (size_t)(2 * j0) * Kp * 16;
+                const uint16_t *bp = bblk + (size_t)(2 * j0) * Kp * 16;
                 int c0 = nb0 + 32 * j0, cols = nb - 32 * j0 < nt * 32 ? nb - 32 * j0 : nt * 32;
                 // Whole tiles with alpha = 1 and beta in {0, 1} accumulate in C itself (no scratch
                 // round trip, no merge): the common fprop (beta 0) and gradient-accumulate (beta 1).
@@ -187,6 +216,7 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
             }
         }
     }
+    if (build) dsv3_wpack_done(bfull);
 }
 
 void dsv3_bgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
