@@ -76,3 +76,8 @@ void dsv3_route_trace_free(dsv3_route_trace *t);
 // `scratch` holds 2·E + n_group floats.
 void dsv3_route_token(const dsv3_config *c, const float *logits, const float *bias, int32_t *experts,
                       float *weights, float *scratch);
+// dsv3_route_token for T tokens (logits, experts, weights T rows of E, K, K): threads over tokens
+// outside a parallel region when each can keep its scratch on the stack (2·E + n_group <= 4096
+// floats), else one after another in `scratch`. Same results as the per-token loop.
+void dsv3_route_tokens(const dsv3_config *c, const float *logits, const float *bias, int T, int32_t *experts,
+                       float *weights, float *scratch);

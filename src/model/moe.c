@@ -75,6 +75,25 @@ void dsv3_route_token(const dsv3_config *c, const float *logits, const float *bi
         for (int k = 0; k < K; k++) weights[k] *= c->routed_scaling_factor;
 }
 
+void dsv3_route_tokens(const dsv3_config *c, const float *logits, const float *bias, int T, int32_t *experts,
+                       float *weights, float *scratch) {
+    const int E = c->n_routed_experts, K = c->num_experts_per_tok, G = c->n_group > 0 ? c->n_group : 1;
+    enum { STACK = 4096 };
+    const int threads = 2 * E + G <= STACK && (double)T * E >= 8192 && !omp_in_parallel() && omp_get_max_threads() > 1;
+    if (!threads) {
+        for (int t = 0; t < T; t++)
+            dsv3_route_token(c, logits + (size_t)t * E, bias, experts + (size_t)t * K, weights + (size_t)t * K, scratch);
+        return;
+    }
+#pragma omp parallel
+    {
+        float sc[STACK];
+#pragma omp for schedule(static)
+        for (int t = 0; t < T; t++)
+            dsv3_route_token(c, logits + (size_t)t * E, bias, experts + (size_t)t * K, weights + (size_t)t * K, sc);
+    }
+}
+
 // out (T, d) = down(silu(gate(xn)) ⊙ up(xn)), using w->g / w->u as the inner buffers.
 static void swiglu_mlp(dsv3_fwd_ws *w, const float *xn, int T, const dsv3_mat *gate, const dsv3_mat *up,
                        const dsv3_mat *down, float *out) {
@@ -97,9 +116,7 @@ void dsv3_ffn_forward(dsv3_fwd *f, dsv3_fwd_ws *w, int layer, int T, int32_t *tr
 
     // router in fp32
     dsv3_matmul(w->rlog, w->xn, &L->router, T);
-    for (int t = 0; t < T; t++)
-        dsv3_route_token(c, w->rlog + (size_t)t * E, c->use_correction_bias ? L->correction_bias : NULL,
-                         w->eidx + (size_t)t * K, w->ew + (size_t)t * K, w->rscratch);
+    dsv3_route_tokens(c, w->rlog, c->use_correction_bias ? L->correction_bias : NULL, T, w->eidx, w->ew, w->rscratch);
     if (tr_e) {
         memcpy(tr_e, w->eidx, sizeof(int32_t) * (size_t)T * K);
         memcpy(tr_w, w->ew, sizeof(float) * (size_t)T * K);

@@ -79,8 +79,7 @@ double dsv3_t_ffn_fwd(dsv3_train *tr, dsv3_layer_acts *a, float *out, float alph
     const int Ish = Im * c->n_shared_experts;
     dsv3_t_linear(tr, DSV3_LIN_HI, a->rlog, a->xn2, NULL, N, dsv3_tw(tr, DSV3_P_ROUTER, l, -1), NULL, E, d);
     const float *bias = c->use_correction_bias ? dsv3_tw(tr, DSV3_P_CORR_BIAS, l, -1) : NULL;
-    for (int t = 0; t < N; t++)
-        dsv3_route_token(c, a->rlog + (size_t)t * E, bias, a->eidx + (size_t)t * K, a->ew + (size_t)t * K, tr->rscratch);
+    dsv3_route_tokens(c, a->rlog, bias, N, a->eidx, a->ew, tr->rscratch);
     // slots grouped by expert (counting sort; within an expert, tokens ascending)
     memset(a->off, 0, sizeof(int) * (size_t)(E + 1));
     for (int i = 0; i < N * K; i++) a->off[a->eidx[i] + 1]++;
@@ -133,7 +132,9 @@ double dsv3_t_ffn_fwd(dsv3_train *tr, dsv3_layer_acts *a, float *out, float alph
         float *ys = tr->dx; // forward-time scratch (N, d)
         swiglu_block_fwd(tr, 1, a->xn2, &a->qx2, N, d, dsv3_tw(tr, DSV3_P_SH_GATE, l, -1), dsv3_tw(tr, DSV3_P_SH_UP, l, -1),
                          dsv3_tw(tr, DSV3_P_SH_DOWN, l, -1), Ish, a->sg, a->su, a->sa, &a->qsa, ys);
-        for (size_t i = 0; i < (size_t)N * d; i++) out[i] += ys[i];
+        const size_t n = (size_t)N * d;
+        #pragma omp parallel for schedule(static) if (n > 65536)
+        for (size_t i = 0; i < n; i++) out[i] += ys[i];
     }
     // sequence-wise balance loss: per row, f_i from the unbiased top-K of the raw scores, P_i the
     // mean of the scores normalised over all experts

@@ -1,4 +1,7 @@
-// Scalar fp32 elementwise / row ops used by the forward pass. All take and return fp32.
+// fp32 elementwise / row ops used by the forward pass. All take and return fp32. rmsnorm, swiglu and
+// softmax run AVX2 / AVX-512 loops (rows or chunks threaded outside parallel regions) at those
+// levels and the scalar definitions at DSV3_ISA=scalar; a row's or element's result never depends on
+// how many share the call (tests/test_ops.c checks both against the scalar level).
 #pragma once
 
 // y[n] = w ⊙ x / sqrt(mean(x²) + eps). The mean of squares is accumulated in double and
