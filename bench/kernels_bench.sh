@@ -7,14 +7,15 @@
 #   usage: bench/kernels_bench.sh   env: THREADS (2), MS ("256 1024 4096"), SHAPES, GV (NxK lists), STEP_PRECISIONS
 #          ("fp32 bf16"; empty: no step), STEP_CFGS ("tiny:8:256:3 small:2:256:1": config:B:T:steps),
 #          NO_WRITE=1 (print only)
-# Every engine runs one process at a time, with OMP_WAIT_POLICY=passive, the same thread count, and the
+# Every engine runs one process at a time, with OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=3000, the same thread count, and the
 # same timing rule (one warm-up call, then calls until 0.5 s, median); the limits are measured in the same
 # run, before the GEMMs and again after them, and the best of the two is the denominator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TH=${THREADS:-2}
 MS=${MS:-"256 1024 4096"}
-export OMP_NUM_THREADS=$TH OMP_WAIT_POLICY=passive
+# dsv3's default waiting (apps/dsv3.c): passive after a short spin; every engine gets the same
+export OMP_NUM_THREADS=$TH OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-3000}
 OUT=bench/out/kernels
 mkdir -p "$OUT"
 make -s -j2 dsv3 build/bench/train_bench >/dev/null
@@ -45,6 +46,9 @@ for M in $MS; do
     for f in fwd dgrad wgrad; do
       if [ $f = fwd ]; then act="--act bf16"; else act=""; fi
       ./dsv3 bench gemm --m $M --n $N --k $K --weights bf16 $act --form $f --json | tag '{"kind":"gemm","impl":"dsv3","dtype":"bf16"}' >>"$R"
+      if [ $f != wgrad ]; then # W's pack read from the packed-weight cache (a loaded model; a weight reused in a step)
+        ./dsv3 bench gemm --m $M --n $N --k $K --weights bf16 $act --form $f --pack cached --json | tag '{"kind":"gemm","impl":"dsv3","dtype":"bf16c"}' >>"$R"
+      fi
       ./dsv3 bench gemm --m $M --n $N --k $K --weights f32 --form $f --json | tag '{"kind":"gemm","impl":"dsv3","dtype":"f32"}' >>"$R"
       if [ $f = fwd ]; then
         ./dsv3 bench gemm --m $M --n $N --k $K --weights fp8 --act bf16 --json | tag '{"kind":"gemm","impl":"dsv3","dtype":"fp8"}' >>"$R"

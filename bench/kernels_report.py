@@ -17,7 +17,7 @@ out = []
 w = out.append
 w("## Kernels at the machine's limits (GEMM, GEMV, training step)")
 w("")
-w(f"Command: `bench/kernels_bench.sh` ({date}, {th} threads, OMP_WAIT_POLICY=passive, level `{isa}`; raw results in "
+w(f"Command: `bench/kernels_bench.sh` ({date}, {th} threads, OMP_WAIT_POLICY=passive, GOMP_SPINCOUNT=3000, level `{isa}`; raw results in "
   "`bench/out/kernels/results.jsonl`). Every figure is a median wall time of calls after a warm-up (0.5 s of calls), "
   "one engine at a time; the machine is shared, so the limits are measured in the same run (before and after the "
   "GEMMs, best of the two).")
@@ -45,13 +45,17 @@ for r in g:
 w(f"**GEMM** GFLOP/s (training forms: fwd Y = X·Wᵀ, dgrad dX = dY·W, wgrad dW = dYᵀ·X; W [N, K]). bf16: dsv3's "
   f"BF16 GEMM (inputs rounded to bf16, fp32 sums; `--act bf16` for fwd), oneDNN's and torch's bf16 matmul "
   f"(torch's output is bf16). % of peak: of {bf16_peak_name} ({bf16_peak:.0f}) for bf16/fp8, of the fp32 FMA peak "
-  f"({f32_peak:.0f}) for f32. fp8: dsv3 with E4M3 128x128-block weights (decoded to bf16 in the pack).")
+  f"({f32_peak:.0f}) for f32. fp8: dsv3 with E4M3 128x128-block weights (decoded to bf16 in the pack). Every engine "
+  f"packs or reorders W inside each call (plain row-major operands), except the column \"bf16, W packed once\": dsv3 "
+  f"reading W's pack from its packed-weight cache (`--pack cached`, kernels/cpu/wpack.h), the steady state of a loaded "
+  f"model's prefill and of a weight used twice in a training step.")
 w("")
-w("| M | N x K | form | dsv3 bf16 | % peak | oneDNN bf16 | torch bf16 | dsv3 / oneDNN | dsv3 fp8 | dsv3 f32 | % peak | oneDNN f32 | torch f32 | dsv3 / oneDNN f32 | dsv3 paths |")
-w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-ratios_bf, ratios_f, fr_bf, fr_f, rt_bf, rt_f = [], [], [], [], [], []
+w("| M | N x K | form | dsv3 bf16 | % peak | dsv3 bf16, W packed once | % peak | oneDNN bf16 | torch bf16 | dsv3 / oneDNN | dsv3 fp8 | dsv3 f32 | % peak | oneDNN f32 | torch f32 | dsv3 / oneDNN f32 | dsv3 paths |")
+w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+ratios_bf, ratios_f, fr_bf, fr_f, rt_bf, rt_f, fr_c, rc_bf = [], [], [], [], [], [], [], []
 for (M, N, K, f) in shapes:
     db = get("gemm", impl="dsv3", dtype="bf16", m=M, n=N, k=K, form=f)
+    dc = get("gemm", impl="dsv3", dtype="bf16c", m=M, n=N, k=K, form=f)
     df = get("gemm", impl="dsv3", dtype="f32", m=M, n=N, k=K, form=f)
     d8 = get("gemm", impl="dsv3", dtype="fp8", m=M, n=N, k=K, form=f)
     ob = get("gemm", impl="onednn", dtype="bf16", m=M, n=N, k=K, form=f)
@@ -66,9 +70,12 @@ for (M, N, K, f) in shapes:
     if rb: ratios_bf.append(rb)
     if rf: ratios_f.append(rf)
     if db: fr_bf.append(db["gflops"] / bf16_peak)
+    if dc: fr_c.append(dc["gflops"] / bf16_peak)
+    if dc and ob: rc_bf.append(dc["gflops"] / ob["gflops"])
+    pc = f"{100 * dc['gflops'] / bf16_peak:.0f}%" if dc else "–"
     if df: fr_f.append(df["gflops"] / f32_peak)
     paths = ", ".join(sorted({r["path"] for r in (db, df, d8) if r}))
-    w(f"| {M} | {N} x {K} | {f} | {c(db)} | {100 * db['gflops'] / bf16_peak:.0f}% | {c(ob)} | {c(tb)} | "
+    w(f"| {M} | {N} x {K} | {f} | {c(db)} | {100 * db['gflops'] / bf16_peak:.0f}% | {c(dc)} | {pc} | {c(ob)} | {c(tb)} | "
       f"{(f'{rb:.2f}x' if rb else '–')} | {c(d8)} | {c(df)} | {100 * df['gflops'] / f32_peak:.0f}% | {c(of)} | {c(tf)} | "
       f"{(f'{rf:.2f}x' if rf else '–')} | {paths} |")
 w("")
@@ -76,7 +83,9 @@ if ratios_bf:
     w(f"Medians over the table: dsv3 bf16 at {100 * statistics.median(fr_bf):.0f}% of the bf16 peak and "
       f"{statistics.median(ratios_bf):.2f}x oneDNN; dsv3 f32 at {100 * statistics.median(fr_f):.0f}% of the fp32 peak "
       f"and {statistics.median(ratios_f):.2f}x oneDNN. Against torch.matmul (its bundled oneDNN, newer than Debian's): "
-      f"bf16 {statistics.median(rt_bf):.2f}x, f32 {statistics.median(rt_f):.2f}x (medians of the per-shape ratios).")
+      f"bf16 {statistics.median(rt_bf):.2f}x, f32 {statistics.median(rt_f):.2f}x (medians of the per-shape ratios)." +
+      (f" With W packed once (fwd and dgrad cells): {100 * statistics.median(fr_c):.0f}% of the bf16 peak, "
+       f"{statistics.median(rc_bf):.2f}x oneDNN (which reorders per call)." if fr_c and rc_bf else ""))
     w("")
 gv = [r for r in rows if r["kind"] == "gemv" and r["impl"] == "dsv3"]
 gshapes = []

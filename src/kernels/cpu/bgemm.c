@@ -101,6 +101,75 @@ static void *cached_b(const dsv3_bg_fsrc *b, const dsv3_mat *w, int N, int K, in
     return dsv3_wpack_get(&key, bytes, build);
 }
 
+// What a task of the driver needs (shared, read-only inside the parallel region).
+typedef struct {
+    const dsv3_fp8_gemm_args *q;
+    int amx, M, K, Kp, Ks, n_mb;
+    const uint16_t *apack;
+    float alpha, beta, *C;
+    long ldc;
+} bg_ctx;
+
+// One task: rows [mb·MC, +MC) x the 32-column strips [j0, j1) of the block at column nb0 (nb columns,
+// panels at bblk). S, tmp: the thread's scratch.
+static void bg_task(const bg_ctx *x, const uint16_t *bblk, int nb0, int nb, int mb, int j0, int j1, float *S, float *tmp) {
+    const int Kp = x->Kp, Ks = x->Ks, nt = j1 - j0;
+    if (nt <= 0) return;
+    int m0 = mb * MC, rows = x->M - m0 < MC ? x->M - m0 : MC, mt = (rows + 31) / 32;
+    const uint16_t *bp = bblk + (size_t)(2 * j0) * Kp * 16;
+    int c0 = nb0 + 32 * j0, cols = nb - 32 * j0 < nt * 32 ? nb - 32 * j0 : nt * 32;
+    float *C = x->C;
+    const long ldc = x->ldc;
+    const dsv3_fp8_gemm_args *q = x->q;
+    if (q) { // FP8: one 128-wide K group at a time through the scratch, merged with its scales
+        const int nk = (x->K + 127) / 128;
+        float *ra = tmp + 16 * 32, *cb = ra + MC;
+        for (int kb = 0; kb < nk; kb++) {
+            int k0 = 128 * kb, kc = Kp - k0 < 128 ? Kp - k0 : 128;
+            const uint16_t *ap = x->apack + (size_t)m0 * Ks + k0;
+            const uint16_t *bk = bp + (size_t)(k0 / 2) * 32;
+            const long lds = (long)nt * 32 + 16; // an odd number of lines (see below)
+            if (x->amx) dsv3_bg_block_amx(ap, Ks, mt, bk, (long)Kp * 16, nt, kc, S, lds, 1);
+            else dsv3_bg_block_avx512(ap, Ks, mt, bk, (long)Kp * 16, nt, kc, S, lds, 1);
+            for (int i = 0; i < rows; i++) ra[i] = q->sa[(long)(m0 + i) * q->sa_stride_m + (long)kb * q->sa_stride_k];
+            for (int j = 0; j < cols; j++) cb[j] = q->sb[(size_t)((c0 + j) / q->b_block_n) * nk + kb];
+            dsv3_bg_merge_scaled_avx512(C + (size_t)m0 * ldc + c0, ldc, S, lds, rows, cols, ra, cb, kb == 0 && x->beta == 0.0f);
+        }
+        return;
+    }
+    // Whole tiles with alpha = 1 and beta in {0, 1} accumulate in C itself (no scratch round trip, no
+    // merge): the common fprop (beta 0) and gradient-accumulate (beta 1). Not when C's row stride is a
+    // multiple of 512 bytes: the 16 rows of each C tile load and store would then share a few L1 sets
+    // (measured: those tile loads hot in perf). The scratch's stride is an odd number of 64-byte lines
+    // for the same reason.
+    int direct = x->alpha == 1.0f && (x->beta == 0.0f || x->beta == 1.0f) && rows == mt * 32 && cols == nt * 32 &&
+                 ldc % 128 != 0;
+    float *acc = direct ? C + (size_t)m0 * ldc + c0 : S;
+    long lds = direct ? ldc : (long)nt * 32 + 16;
+    for (int k0 = 0; k0 < Kp; k0 += KC) {
+        int kc = Kp - k0 < KC ? Kp - k0 : KC;
+        const uint16_t *ap = x->apack + (size_t)m0 * Ks + k0;
+        const uint16_t *bk = bp + (size_t)(k0 / 2) * 32;
+        int first = k0 == 0 && !(direct && x->beta == 1.0f);
+        if (x->amx) dsv3_bg_block_amx(ap, Ks, mt, bk, (long)Kp * 16, nt, kc, acc, lds, first);
+        else dsv3_bg_block_avx512(ap, Ks, mt, bk, (long)Kp * 16, nt, kc, acc, lds, first);
+    }
+    if (!direct) dsv3_bg_merge_avx512(C + (size_t)m0 * ldc + c0, ldc, S, lds, rows, cols, x->alpha, x->beta);
+}
+
+// Column slices per block: split blocks when there are too few (row block, block) tasks for the threads.
+static int bg_slices(int ntasks, int nt32, int nthreads) {
+    int nsl = 1;
+    while (ntasks * nsl < 2 * nthreads && nsl * 2 <= nt32) nsl *= 2;
+    return nsl;
+}
+
+// op(B) packed whole for one call (below this size; above it, block by block in an L2-sized buffer):
+// then the call has two barriers (after the packs, at the end) instead of two per 256-column block,
+// which is what a small GEMM's time went to with sleeping OpenMP waiters (OMP_WAIT_POLICY=passive,
+// dsv3's default: 256 x 512 x 1024 ran at half the speed of spinning waiters).
+#define BG_WHOLE_B_MAX ((size_t)48 << 20)
+
 // The common driver: A fp32 (a), B fp32 (b) or a weight matrix (w); or FP8 codes with scales (q,
 // lut): then K goes in 128-wide groups, each summed in the scratch and merged with its scales.
 static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_mat *w, const dsv3_fp8_gemm_args *q,
@@ -119,11 +188,20 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
     // loads then missed L1 every time).
     int Ks = (Kp / 32) % 2 == 0 ? Kp + 32 : Kp;
     uint16_t *apack = tl_get(&tl_apack, (size_t)Mp * Ks * 2);
+    const size_t whole_bytes = (size_t)Kp * ((N + 31) & ~31) * 2;
+    // The whole op(B): the cached pack (read, or built now), or packed for this call alone.
+    const int whole = bfull != NULL || whole_bytes <= BG_WHOLE_B_MAX;
+    const int pack_whole = whole && (!bfull || build);
+    uint16_t *ball = bfull ? bfull : whole ? tl_get(&tl_bpack, whole_bytes) : NULL;
     int ncb = N < NC ? (N + 31) & ~31 : NC;
-    uint16_t *bpack = bfull ? NULL : tl_get(&tl_bpack, (size_t)Kp * ncb * 2);
+    uint16_t *bpack = whole ? NULL : tl_get(&tl_bpack, (size_t)Kp * ncb * 2);
     double flops = 2.0 * M * N * K;
     int nth = omp_in_parallel() || flops < 4.0e6 ? 1 : omp_get_max_threads();
     int n_mb = (M + MC - 1) / MC;
+    const int nall = 2 * ((N + 31) / 32);             // panels of the whole op(B)
+    const int kn = !q && b && !b->trans;              // fp32 B stored (K, N): packed by runs of K pairs
+    const int npairs = Kp / 2, nch = (npairs + 63) / 64;
+    const bg_ctx x = {q, amx, M, K, Kp, Ks, n_mb, apack, alpha, beta, C, ldc};
 
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
@@ -131,90 +209,53 @@ static void bgemm_run(const dsv3_bg_fsrc *a, const dsv3_bg_fsrc *b, const dsv3_m
         float *tmp = tl_get(&tl_tmp, (16 * 32 + MC + NC) * sizeof(float)); // pack scratch; row, column scales
         uint16_t *drow = q ? tl_get(&tl_dec, (size_t)Kp * sizeof(uint16_t)) : NULL; // a decoded B column
         int nt_threads = omp_get_num_threads();
+        // Packs: op(A) by 32-row groups, and (whole) op(B) by panels or runs of K pairs, in one loop.
+        const int na = Mp / 32, nbw = pack_whole ? (kn ? nch : nall) : 0;
 #pragma omp for schedule(static)
-        for (int g = 0; g < Mp / 32; g++) {
-            if (q) pack_a_codes(q, lut, vec, Ks, 32 * g, 32 * g + 32, apack); // rows Ks apart, zero past K
-            else dsv3_bg_pack_a_avx512(a, M, K, Ks, 32 * g, 32 * g + 32, apack);
-        }
-        if (build) { // the whole of op(B), once (the same panels the blocks would pack)
-            const int nall = 2 * ((N + 31) / 32);
-            if (b && !b->trans) {
-                const int npairs = Kp / 2, nch = (npairs + 63) / 64;
-#pragma omp for schedule(static)
-                for (int ch = 0; ch < nch; ch++)
-                    dsv3_bg_pack_b_kn_avx512(b, N, K, Kp, 0, nall, 64 * ch, 64 * ch + 64 < npairs ? 64 * ch + 64 : npairs, bfull);
+        for (int it = 0; it < na + nbw; it++) {
+            if (it < na) {
+                const int g = it;
+                if (q) pack_a_codes(q, lut, vec, Ks, 32 * g, 32 * g + 32, apack); // rows Ks apart, zero past K
+                else dsv3_bg_pack_a_avx512(a, M, K, Ks, 32 * g, 32 * g + 32, apack);
+            } else if (kn) {
+                const int ch = it - na;
+                dsv3_bg_pack_b_kn_avx512(b, N, K, Kp, 0, nall, 64 * ch, 64 * ch + 64 < npairs ? 64 * ch + 64 : npairs, ball);
             } else {
-#pragma omp for schedule(static)
-                for (int p = 0; p < nall; p++) dsv3_bg_pack_b_avx512(b, w, N, K, Kp, 16 * p, bfull + (size_t)p * Kp * 16, tmp);
+                const int p = it - na;
+                if (q) pack_b_codes(q, lut, vec, Kp, 16 * p, (uint32_t *)(ball + (size_t)p * Kp * 16), drow);
+                else dsv3_bg_pack_b_avx512(b, w, N, K, Kp, 16 * p, ball + (size_t)p * Kp * 16, tmp);
             }
         }
-        for (int nb0 = 0; nb0 < N; nb0 += NC) {
-            int nb = N - nb0 < NC ? N - nb0 : NC, npan = (nb + 15) / 16, nt32 = (nb + 31) / 32;
-            // The block's panels: a slice of the whole pack, or packed now (shared by the threads).
-            const uint16_t *bblk = bfull ? bfull + (size_t)(nb0 / 16) * Kp * 16 : bpack;
-            if (bfull) { /* packed already */
-            } else if (!q && b && !b->trans) { // fp32 B stored (K, N): by runs of 64 K pairs over all the block's panels
-                const int npairs = Kp / 2, nch = (npairs + 63) / 64;
-#pragma omp for schedule(static)
-                for (int ch = 0; ch < nch; ch++)
-                    dsv3_bg_pack_b_kn_avx512(b, N, K, Kp, nb0, 2 * nt32, 64 * ch, 64 * ch + 64 < npairs ? 64 * ch + 64 : npairs, bpack);
-            } else {
-#pragma omp for schedule(static)
-                for (int p = 0; p < 2 * nt32; p++) {
-                    if (q) pack_b_codes(q, lut, vec, Kp, nb0 + 16 * p, (uint32_t *)(bpack + (size_t)p * Kp * 16), drow);
-                    else dsv3_bg_pack_b_avx512(b, w, N, K, Kp, nb0 + 16 * p, bpack + (size_t)p * Kp * 16, tmp);
-                }
-            }
-            (void)npan;
-            // Column slices of the block: split it when there are too few row blocks for the threads.
-            int nsl = 1;
-            while (n_mb * nsl < 2 * nt_threads && nsl * 2 <= nt32) nsl *= 2;
+        const int nblk = (N + NC - 1) / NC;
+        if (whole) { // every (block, row block, slice) task in one loop; blocks outermost
+            const int nsl = bg_slices(n_mb * nblk, NC / 32, nt_threads), per_blk = n_mb * nsl;
 #pragma omp for schedule(dynamic, 1)
-            for (int t = 0; t < n_mb * nsl; t++) {
-                int mb = t / nsl, sl = t % nsl;
-                int m0 = mb * MC, rows = M - m0 < MC ? M - m0 : MC, mt = (rows + 31) / 32;
-                int j0 = nt32 * sl / nsl, j1 = nt32 * (sl + 1) / nsl, nt = j1 - j0;
-                if (nt == 0) continue;
-                const uint16_t *bp = bblk + (size_t)(2 * j0) * Kp * 16;
-                int c0 = nb0 + 32 * j0, cols = nb - 32 * j0 < nt * 32 ? nb - 32 * j0 : nt * 32;
-                // Whole tiles with alpha = 1 and beta in {0, 1} accumulate in C itself (no scratch
-                // round trip, no merge): the common fprop (beta 0) and gradient-accumulate (beta 1).
-                if (q) { // FP8: one 128-wide K group at a time through the scratch, merged with its scales
-                    const int nk = (K + 127) / 128;
-                    float *ra = tmp + 16 * 32, *cb = ra + MC;
-                    for (int kb = 0; kb < nk; kb++) {
-                        int k0 = 128 * kb, kc = Kp - k0 < 128 ? Kp - k0 : 128;
-                        const uint16_t *ap = apack + (size_t)m0 * Ks + k0;
-                        const uint16_t *bk = bp + (size_t)(k0 / 2) * 32;
-                        const long lds = (long)nt * 32 + 16; // an odd number of lines (see below)
-                        if (amx) dsv3_bg_block_amx(ap, Ks, mt, bk, (long)Kp * 16, nt, kc, S, lds, 1);
-                        else dsv3_bg_block_avx512(ap, Ks, mt, bk, (long)Kp * 16, nt, kc, S, lds, 1);
-                        for (int i = 0; i < rows; i++) ra[i] = q->sa[(long)(m0 + i) * q->sa_stride_m + (long)kb * q->sa_stride_k];
-                        for (int j = 0; j < cols; j++) cb[j] = q->sb[(size_t)((c0 + j) / q->b_block_n) * nk + kb];
-                        dsv3_bg_merge_scaled_avx512(C + (size_t)m0 * ldc + c0, ldc, S, lds, rows, cols, ra, cb,
-                                                    kb == 0 && beta == 0.0f);
-                    }
-                    continue;
-                }
-                // Not when C's row stride is a multiple of 512 bytes: the 16 rows of each C tile load
-                // and store would then share a few L1 sets (measured: those tile loads hot in perf).
-                // The scratch's stride is an odd number of 64-byte lines for the same reason.
-                int direct = alpha == 1.0f && (beta == 0.0f || beta == 1.0f) && rows == mt * 32 && cols == nt * 32 &&
-                             ldc % 128 != 0;
-                float *acc = direct ? C + (size_t)m0 * ldc + c0 : S;
-                long lds = direct ? ldc : (long)nt * 32 + 16;
-                for (int k0 = 0; k0 < Kp; k0 += KC) {
-                    int kc = Kp - k0 < KC ? Kp - k0 : KC;
-                    const uint16_t *ap = apack + (size_t)m0 * Ks + k0;
-                    const uint16_t *bk = bp + (size_t)(k0 / 2) * 32;
-                    int first = k0 == 0 && !(direct && beta == 1.0f);
-                    if (amx) dsv3_bg_block_amx(ap, Ks, mt, bk, (long)Kp * 16, nt, kc, acc, lds, first);
-                    else dsv3_bg_block_avx512(ap, Ks, mt, bk, (long)Kp * 16, nt, kc, acc, lds, first);
-                }
-                if (direct) continue;
-                dsv3_bg_merge_avx512(C + (size_t)m0 * ldc + c0, ldc, S, lds, rows, cols, alpha, beta);
+            for (int t = 0; t < nblk * per_blk; t++) {
+                int blk = t / per_blk, r = t % per_blk, mb = r / nsl, sl = r % nsl;
+                int nb0 = blk * NC, nb = N - nb0 < NC ? N - nb0 : NC, nt32 = (nb + 31) / 32;
+                bg_task(&x, ball + (size_t)(nb0 / 16) * Kp * 16, nb0, nb, mb, nt32 * sl / nsl, nt32 * (sl + 1) / nsl, S, tmp);
             }
-        }
+        } else
+            for (int nb0 = 0; nb0 < N; nb0 += NC) { // block by block: pack it (shared), then its tasks
+                int nb = N - nb0 < NC ? N - nb0 : NC, nt32 = (nb + 31) / 32;
+                if (kn) {
+#pragma omp for schedule(static)
+                    for (int ch = 0; ch < nch; ch++)
+                        dsv3_bg_pack_b_kn_avx512(b, N, K, Kp, nb0, 2 * nt32, 64 * ch, 64 * ch + 64 < npairs ? 64 * ch + 64 : npairs, bpack);
+                } else {
+#pragma omp for schedule(static)
+                    for (int p = 0; p < 2 * nt32; p++) {
+                        if (q) pack_b_codes(q, lut, vec, Kp, nb0 + 16 * p, (uint32_t *)(bpack + (size_t)p * Kp * 16), drow);
+                        else dsv3_bg_pack_b_avx512(b, w, N, K, Kp, nb0 + 16 * p, bpack + (size_t)p * Kp * 16, tmp);
+                    }
+                }
+                const int nsl = bg_slices(n_mb, nt32, nt_threads);
+#pragma omp for schedule(dynamic, 1)
+                for (int t = 0; t < n_mb * nsl; t++) {
+                    int mb = t / nsl, sl = t % nsl;
+                    bg_task(&x, bpack, nb0, nb, mb, nt32 * sl / nsl, nt32 * (sl + 1) / nsl, S, tmp);
+                }
+            }
     }
     if (build) dsv3_wpack_done(bfull);
 }
