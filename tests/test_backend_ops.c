@@ -679,6 +679,9 @@ static void cmp_ops(const dsv3_backend *ref, const dsv3_backend *cpu) {
     cmp_attn(ref, cpu, 131, 2, 40, 32, 1, 0);
     cmp_attn(ref, cpu, 317, 4, 36, 32, 0, 0);
     cmp_attn(ref, cpu, 317, 5, 40, 32, 1, 1); // the absorbed MLA form: keys [c | k_pe], values c, shared
+    cmp_attn(ref, cpu, 150, 4, 80, 64, 1, 1); // tiny's absorbed form (64 + 16 key dims, 64 value dims)
+    cmp_attn(ref, cpu, 70, 2, 112, 100, 0, 0); // head dims past one 96-column accumulator chunk
+    cmp_attn(ref, cpu, 40, 2, 192, 128, 0, 1); // DeepSeek-V3's naive head dims (128 + 64, 128)
     cmp_rmsnorm(ref, cpu, 1, 1, 1);
     cmp_rmsnorm(ref, cpu, 3, 7, 0);
     cmp_rmsnorm(ref, cpu, 17, 129, 1);

@@ -45,7 +45,7 @@ static void acc_c(float *Out, long ldo, int nout, const float *P, long prs, long
 }
 
 typedef struct { float *p; size_t cap; } tl_buf;
-static _Thread_local tl_buf tl_acc, tl_priv;
+static _Thread_local tl_buf tl_acc, tl_priv, tl_kt, tl_vt;
 
 static float *tl_get(tl_buf *b, size_t n) {
     if (b->cap < n) {
@@ -72,11 +72,17 @@ void dsv3_attn_fwd_cpu(const dsv3_attn_args *a) {
     dsv3_attn_dots_fn dots = pick_dots();
     dsv3_attn_acc_fn acc = pick_acc();
     const int vexp = dsv3_matmul_get_isa() >= DSV3_ISA_AVX2; // vector exp in the softmax
+    // AVX-512: the keys of a head transposed once (per thread, kept while its tasks stay on that
+    // head: with shared keys, once per call) instead of once per (query block, key block)
+    const int tpose = dsv3_matmul_get_isa() >= DSV3_ISA_AVX512;
     int T = a->T, H = a->H, nqb = (T + BQ - 1) / BQ;
+    const long T16 = (T + 15) & ~15;
     double work = (double)H * T * T * (a->dqk + a->dv);
 #pragma omp parallel if (use_threads(work))
     {
         float *O = tl_get(&tl_acc, (size_t)BQ * a->dv);
+        float *Kt = tpose ? tl_get(&tl_kt, (size_t)a->dqk * T16) : NULL;
+        int kt_head = -1;
         float S[BQ * BK], m[BQ], l[BQ];
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int h = 0; h < H; h++)
@@ -84,12 +90,18 @@ void dsv3_attn_fwd_cpu(const dsv3_attn_args *a) {
                 int qb = nqb - 1 - qbr; // longest rows first
                 int q0 = qb * BQ, nq = T - q0 < BQ ? T - q0 : BQ;
                 const float *Q = a->q + (size_t)q0 * a->q_tok + (size_t)h * a->q_head;
+                const int hk = a->k_head ? h : 0;
+                if (tpose && hk != kt_head) {
+                    dsv3_attn_transpose_avx512(Kt, T16, a->k + (size_t)hk * a->k_head, a->k_tok, T, a->dqk);
+                    kt_head = hk;
+                }
                 memset(O, 0, sizeof(float) * nq * a->dv);
                 for (int i = 0; i < nq; i++) { m[i] = -INFINITY; l[i] = 0.0f; }
                 for (int k0 = 0; k0 < q0 + nq; k0 += BK) {
                     int nk = q0 + nq - k0 < BK ? q0 + nq - k0 : BK;
-                    dots(S, BK, nq, nk, Q, a->q_tok, a->k + (size_t)k0 * a->k_tok + (size_t)h * a->k_head, a->k_tok,
-                         a->dqk, a->scale);
+                    if (tpose) dsv3_attn_dots_t_avx512(S, BK, nq, nk, Q, a->q_tok, Kt + k0, T16, a->dqk, a->scale);
+                    else dots(S, BK, nq, nk, Q, a->q_tok, a->k + (size_t)k0 * a->k_tok + (size_t)h * a->k_head, a->k_tok,
+                              a->dqk, a->scale);
                     for (int i = 0; i < nq; i++) {
                         float *s = S + i * BK;
                         int lim = q0 + i - k0 + 1; // keys j < lim are visible to row q0 + i
@@ -125,6 +137,16 @@ static void bwd_head(const dsv3_attn_args *a, int h, const float *dout, float *d
     int T = a->T;
     const int vexp = dsv3_matmul_get_isa() >= DSV3_ISA_AVX2; // vector exp in the softmax
     float P[BQ * BK], dS[BQ * BK], D[BQ];
+    // AVX-512: the head's keys and values transposed once (not per query block)
+    const int tpose = dsv3_matmul_get_isa() >= DSV3_ISA_AVX512;
+    const long T16 = (T + 15) & ~15;
+    float *Kt = NULL, *Vt = NULL;
+    if (tpose) {
+        Kt = tl_get(&tl_kt, (size_t)a->dqk * T16);
+        Vt = tl_get(&tl_vt, (size_t)a->dv * T16);
+        dsv3_attn_transpose_avx512(Kt, T16, a->k + (size_t)h * a->k_head, a->k_tok, T, a->dqk);
+        dsv3_attn_transpose_avx512(Vt, T16, a->v + (size_t)h * a->v_head, a->v_tok, T, a->dv);
+    }
     for (int q0 = 0; q0 < T; q0 += BQ) {
         int nq = T - q0 < BQ ? T - q0 : BQ;
         const float *Q = a->q + (size_t)q0 * a->q_tok + (size_t)h * a->q_head;
@@ -141,8 +163,13 @@ static void bwd_head(const dsv3_attn_args *a, int h, const float *dout, float *d
             int nk = q0 + nq - k0 < BK ? q0 + nq - k0 : BK;
             const float *K = a->k + (size_t)k0 * a->k_tok + (size_t)h * a->k_head;
             const float *V = a->v + (size_t)k0 * a->v_tok + (size_t)h * a->v_head;
-            dots(P, BK, nq, nk, Q, a->q_tok, K, a->k_tok, a->dqk, a->scale);
-            dots(dS, BK, nq, nk, G, a->o_tok, V, a->v_tok, a->dv, 1.0f);
+            if (tpose) {
+                dsv3_attn_dots_t_avx512(P, BK, nq, nk, Q, a->q_tok, Kt + k0, T16, a->dqk, a->scale);
+                dsv3_attn_dots_t_avx512(dS, BK, nq, nk, G, a->o_tok, Vt + k0, T16, a->dv, 1.0f);
+            } else {
+                dots(P, BK, nq, nk, Q, a->q_tok, K, a->k_tok, a->dqk, a->scale);
+                dots(dS, BK, nq, nk, G, a->o_tok, V, a->v_tok, a->dv, 1.0f);
+            }
             for (int i = 0; i < nq; i++) {
                 int lim = q0 + i - k0 + 1;
                 if (lim > nk) lim = nk;

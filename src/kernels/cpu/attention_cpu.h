@@ -24,3 +24,9 @@ void dsv3_attn_dots_avx512(float *S, int lds, int nx, int ny, const float *X, lo
                            int d, float scale);
 void dsv3_attn_acc_avx512(float *Out, long ldo, int nout, const float *P, long prs, long pcs, int nin, const float *X,
                           long ldx, int d, float alpha);
+// Y (ny rows of d floats, row stride ldy) transposed into Yt [d][ldt], columns ny..ny16 zero (ny16 = ny
+// rounded up to 16 <= ldt), with 16 x 16 register transposes; and dots with Y given that way: reads
+// Yt columns [j0, j0 + 16·ceil(nj/16)) of each 64-key chunk (so up to ny16), d rows ldt apart.
+void dsv3_attn_transpose_avx512(float *Yt, long ldt, const float *Y, long ldy, int ny, int d);
+void dsv3_attn_dots_t_avx512(float *S, int lds, int nx, int ny, const float *X, long ldx, const float *Yt, long ldt,
+                             int d, float scale);
