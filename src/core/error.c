@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 
 static _Thread_local char g_err[2048];
@@ -50,4 +51,13 @@ unsigned long dsv3_alloc_count(void) { return __atomic_load_n(&g_allocs, __ATOMI
 void *dsv3_malloc(size_t n) { counted(); void *p = malloc(n ? n : 1); if (!p) oom(n); return p; }
 void *dsv3_calloc(size_t n, size_t size) { counted(); void *p = calloc(n ? n : 1, size ? size : 1); if (!p) oom(n * size); return p; }
 void *dsv3_realloc(void *p, size_t n) { counted(); void *q = realloc(p, n ? n : 1); if (!q) oom(n); return q; }
+void *dsv3_alloc_pages(size_t n) {
+    const size_t huge = (size_t)2 << 20;
+    if (n < huge) return aligned_alloc(64, (n + 63) / 64 * 64);
+    n = (n + huge - 1) / huge * huge;
+    void *p = aligned_alloc(huge, n);
+    if (p) madvise(p, n, MADV_HUGEPAGE); // advice only: ignored where THP is off
+    return p;
+}
+
 char *dsv3_strdup(const char *s) { size_t n = strlen(s) + 1; char *p = dsv3_malloc(n); memcpy(p, s, n); return p; }

@@ -26,6 +26,11 @@ void *dsv3_malloc(size_t n);
 void *dsv3_calloc(size_t n, size_t size);
 void *dsv3_realloc(void *p, size_t n);
 char *dsv3_strdup(const char *s);
+// Large working buffers (GEMM packs, arenas): 64-byte aligned; from 2 MiB up, 2 MiB aligned and
+// advised as transparent huge pages (MADV_HUGEPAGE: Linux's default THP mode is "madvise"), so a
+// pass that writes many panels far apart does not miss the TLB at every store. Release with free();
+// NULL when out of memory (not counted by dsv3_alloc_count: callers allocate them grow-only).
+void *dsv3_alloc_pages(size_t n);
 // Number of allocations made through the wrappers above since start (a training or decode step
 // must not change it: tests check the count across a step).
 unsigned long dsv3_alloc_count(void);

@@ -177,8 +177,13 @@ int dsv3_train_plan_bytes(const dsv3_config *c, int n_mtp, int B, int T, const d
 static void carve(dsv3_train *tr) {
     const dsv3_config *c = &tr->tm->cfg;
     const int B = tr->B, T = tr->T;
-    tr->act_arena = dsv3_calloc(1, tr->act_bytes);
-    tr->ws_arena = dsv3_calloc(1, tr->ws_bytes);
+    // huge-page advised (core/error.h dsv3_alloc_pages), zeroed as before
+    tr->act_arena = dsv3_alloc_pages(tr->act_bytes ? tr->act_bytes : 1);
+    tr->ws_arena = dsv3_alloc_pages(tr->ws_bytes ? tr->ws_bytes : 1);
+    if (!tr->act_arena || !tr->ws_arena)
+        dsv3_panic(__FILE__, __LINE__, "train: out of memory for the %zu + %zu byte arenas", tr->act_bytes, tr->ws_bytes);
+    memset(tr->act_arena, 0, tr->act_bytes);
+    memset(tr->ws_arena, 0, tr->ws_bytes);
     bump a = {tr->act_arena, 0}, w = {tr->ws_arena, 0};
     plan(tr, c, &a, &w);
     float *inv = dsv3_malloc(sizeof(float) * (size_t)(tr->np ? tr->np : 1));

@@ -43,7 +43,7 @@ static _Thread_local tl_buf tl_apack, tl_bpack, tl_scratch, tl_tmp, tl_dec;
 static void *tl_get(tl_buf *b, size_t bytes) {
     if (b->cap < bytes) {
         free(b->p);
-        b->p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        b->p = dsv3_alloc_pages(bytes);
         if (!b->p) dsv3_panic(__FILE__, __LINE__, "bgemm: out of memory for a %zu-byte buffer", bytes);
         b->cap = bytes;
     }

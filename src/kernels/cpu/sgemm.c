@@ -47,7 +47,7 @@ static _Thread_local tl_buf tl_a, tl_b, tl_w;
 static float *tl_get(tl_buf *b, size_t n) {
     if (b->cap < n) {
         free(b->p);
-        b->p = aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
+        b->p = dsv3_alloc_pages(n * sizeof(float));
         if (!b->p) dsv3_panic(__FILE__, __LINE__, "sgemm: out of memory for a %zu-float packing buffer", n);
         b->cap = n;
     }

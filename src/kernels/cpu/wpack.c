@@ -172,7 +172,7 @@ void *dsv3_wpack_get(const dsv3_wpack_key *key, size_t bytes, int *build) {
         if (held - e->bytes + bytes > get_budget()) { stats.misses++; goto done; }
         free(e->pack);
         held -= e->bytes;
-        e->pack = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        e->pack = dsv3_alloc_pages(bytes);
         e->bytes = e->pack ? bytes : 0;
         held += e->bytes;
         if (!e->pack) { stats.misses++; goto done; }
