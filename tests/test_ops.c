@@ -252,71 +252,7 @@ static void test_npy(void) {
     unlink(path);
 }
 
-// The vector paths of rmsnorm / swiglu / softmax (ops.c) at every level this CPU runs, against
-// the same functions at the scalar level (the definitions above), and the property the inference
-// relies on: a row's (element's) result does not depend on how many rows (elements) share the call.
-// Tolerances: rmsnorm sums x² in double in another order (the float result moves by <= 1 ulp of
-// the rounding of var and r: rtol 3e-7); swiglu and softmax use a vector exp within 2 ulp of expf,
-// then one division (swiglu: rtol 4 ulp = 5e-7); softmax also sums n exps in fp32 partials rather
-// than double (relative error <= n·2^-24 of the sum for n = 300: rtol 2e-5), and a mistake (a missing
-// or doubled element, a wrong max) moves a probability by far more.
-
-static void test_vector_levels(void) {
-    enum { R = 9, N = 300, NS = 1000 };
-    static float x[R * N], w[N], y0[R * N], y1[R * N], g[NS], u[NS], g0[NS], g1[NS], sm[N], s0[N], s1[N];
-    for (int i = 0; i < R * N; i++) x[i] = 4 * rnd();
-    for (int i = 0; i < N; i++) { w[i] = 1 + rnd(); sm[i] = 20 * rnd(); }
-    for (int i = 0; i < NS; i++) { g[i] = 12 * rnd(); u[i] = rnd(); }
-    dsv3_isa top = dsv3_matmul_get_isa();
-    dsv3_matmul_set_isa(DSV3_ISA_SCALAR);
-    dsv3_rmsnorm_rows(y0, x, w, R, N, 1e-6f);
-    memcpy(g0, g, sizeof g);
-    dsv3_swiglu(g0, u, NS);
-    memcpy(s0, sm, sizeof sm);
-    dsv3_softmax(s0, N);
-    const dsv3_isa levels[3] = {DSV3_ISA_AVX2, DSV3_ISA_AVX512, DSV3_ISA_AMX};
-    for (int l = 0; l < 3; l++) {
-        if (levels[l] > top || dsv3_matmul_set_isa(levels[l]) != 0) {
-            printf("SKIP test_ops: vector ops at %s (this CPU tops out at %s)\n", dsv3_isa_name(levels[l]), dsv3_isa_name(top));
-            continue;
-        }
-        const char *lv = dsv3_isa_name(levels[l]);
-        dsv3_rmsnorm_rows(y1, x, w, R, N, 1e-6f);
-        int bad = 0;
-        for (int i = 0; i < R * N; i++) bad += !t_close(y1[i], y0[i], 0, 3e-7);
-        CHECK(bad == 0, "%s rmsnorm_rows vs scalar: %d of %d outside rtol 3e-7", lv, bad, R * N);
-        float one[N];
-        dsv3_rmsnorm(one, x + 4 * N, w, N, 1e-6f);
-        CHECK(!memcmp(one, y1 + 4 * N, sizeof one), "%s rmsnorm: one row alone == the same row among %d", lv, R);
-        memcpy(g1, g, sizeof g);
-        dsv3_swiglu(g1, u, NS);
-        bad = 0;
-        for (int i = 0; i < NS; i++) bad += !t_close(g1[i], g0[i], 1e-30, 5e-7);
-        CHECK(bad == 0, "%s swiglu vs scalar: %d of %d outside rtol 5e-7", lv, bad, NS);
-        int moved = 0; // every prefix length and offset: the same element, the same value
-        for (int off = 0; off < 9; off++)
-            for (int n = 1; n <= 19; n++) {
-                float gg[19];
-                memcpy(gg, g + off, sizeof(float) * n);
-                dsv3_swiglu(gg, u + off, n);
-                moved += memcmp(gg, g1 + off, sizeof(float) * n) != 0;
-            }
-        CHECK(moved == 0, "%s swiglu: %d of 171 short calls differ from the long call (tail not lane-identical)", lv, moved);
-        memcpy(s1, sm, sizeof sm);
-        dsv3_softmax(s1, N);
-        bad = 0;
-        double tot = 0;
-        for (int i = 0; i < N; i++) { bad += !t_close(s1[i], s0[i], 1e-30, 2e-5); tot += s1[i]; }
-        CHECK(bad == 0 && fabs(tot - 1) < 1e-5, "%s softmax vs scalar: %d of %d outside rtol 2e-5, sum %.9f", lv, bad, N, tot);
-        float m3[3] = {-INFINITY, -INFINITY, -INFINITY};
-        dsv3_softmax(m3, 3);
-        CHECK(m3[0] == 0 && m3[2] == 0, "%s softmax of an all-masked row is zero", lv);
-    }
-    dsv3_matmul_set_isa(top);
-}
-
 int main(void) {
-    test_vector_levels();
     test_rmsnorm();
     test_softmax_silu();
     test_yarn();
